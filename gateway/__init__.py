@@ -1,0 +1,1 @@
+"""citytwin gateway runtime."""

@@ -1,0 +1,32 @@
+"""From a config file to validated, model-checked device specs, or every error at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from citytwin.gateway.config import ConfigError, ConfigIssue, GatewayConfig, format_path, parse_config
+from citytwin.gateway.devicespec import DeviceSpec, compile_config
+
+
+def prepare(text: str, source: str, base_dir: Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
+    config, doc = parse_config(text, source)
+    specs, problems = compile_config(config, base_dir)
+    if problems:
+        raise ConfigError(
+            [ConfigIssue(source=source, line=doc.line_of(loc), path=format_path(loc), message=msg)
+             for loc, msg in problems]
+        )
+    return config, specs
+
+
+def prepare_file(path: str | Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(source=str(path), line=0, path="", message=f"cannot read: {exc}")]) from None
+    config, specs = prepare(text, str(path), path.parent)
+    if not config.gateway.data_dir.is_absolute():
+        # relative data directories are relative to the config file, not the working directory
+        config.gateway.data_dir = (path.parent / config.gateway.data_dir).resolve()
+    return config, specs

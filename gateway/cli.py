@@ -1,0 +1,164 @@
+"""The ``citytwin`` command.
+
+Exit codes: 0 success, 1 failure at run time (e.g. the demo's checks failed), 2 bad usage
+or an invalid configuration (printed as ``file:line: path: message``, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from citytwin.gateway.config import ConfigError, GatewayConfig
+from citytwin.gateway.logs import setup_logging
+
+log = logging.getLogger("citytwin")
+
+
+def _run_async(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(main)
+    except ImportError:
+        return asyncio.run(main)
+
+
+async def _until_signal(work: Coroutine[Any, Any, int] | None = None) -> int:
+    """Run ``work`` (or wait) until it ends or SIGINT/SIGTERM arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    tasks: set[asyncio.Task[Any]] = {waiter}
+    job = asyncio.create_task(work) if work is not None else None
+    if job is not None:
+        tasks.add(job)
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    if job is not None and job.done():
+        waiter.cancel()
+        return job.result()
+    if job is not None:
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+    return 0
+
+
+def _print_config_error(exc: ConfigError) -> int:
+    for issue in exc.issues:
+        print(str(issue), file=sys.stderr)
+    print(f"{len(exc.issues)} error(s); nothing was started", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from citytwin.gateway.app import Gateway
+    from citytwin.gateway.bootstrap import prepare_file
+
+    try:
+        config, specs = prepare_file(args.config)
+    except ConfigError as exc:
+        return _print_config_error(exc)
+
+    async def main() -> int:
+        async def serve() -> int:
+            await asyncio.Event().wait()
+            return 0
+
+        async with Gateway(config, specs):
+            return await _until_signal(serve())
+
+    return _run_async(main())
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from citytwin.gateway.bootstrap import prepare_file
+
+    try:
+        config, specs = prepare_file(args.file)
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    points = sum(len(s.points) for s in specs.values())
+    print(f"{args.file}: OK: gateway {config.gateway.id}, {len(specs)} device(s), {points} bound properties")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_sim_pump_station(args: argparse.Namespace) -> int:
+    from citytwin.simulators.pump_station.server import serve
+
+    return _run_async(
+        _until_signal(_as_exit(serve(args.host, args.port, args.unit, args.speed, args.seed)))
+    )
+
+
+async def _as_exit(work: Coroutine[Any, Any, None]) -> int:
+    await work
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from citytwin.gateway.demo import run_demo
+
+    return _run_async(_until_signal(run_demo(args.duration, args.broker)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="citytwin", description="Edge gateway and device-twin runtime for city digital twins.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway")
+    run.add_argument("-c", "--config", required=True, help="gateway config file (YAML)")
+    run.set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="check a config file or print its schema")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file without starting")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(func=cmd_config_schema)
+
+    sim = sub.add_parser("sim", help="run a device simulator")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
+    pump = sim_sub.add_parser("pump-station", help="pump station PLC over Modbus TCP")
+    pump.add_argument("--host", default="127.0.0.1")
+    pump.add_argument("--port", type=int, default=5020)
+    pump.add_argument("--unit", type=int, default=1)
+    pump.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    pump.add_argument("--seed", type=int, default=None)
+    pump.set_defaults(func=cmd_sim_pump_station)
+
+    demo = sub.add_parser("demo", help="run the whole pump-station story on this machine")
+    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
+    demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""A device's config compiled against its thing model into what the runtime needs.
+
+Cross-references that pydantic cannot see are checked here (a point bound to a property the
+model lacks, a service writing a read-only table, an event output that is not in the model),
+and reported with the same field paths as schema errors so they get file:line too.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import string
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from citytwin.drivers.modbus.binding import ModbusPoint
+from citytwin.gateway.config import CONDITION, DeviceConfig, GatewayConfig, ServiceBinding
+from citytwin.thingmodels.errors import ModelError
+from citytwin.thingmodels.library import library_names, load_library_model
+from citytwin.thingmodels.loader import load_model_json
+from citytwin.thingmodels.types import Checker, Kind, ThingModel
+
+Loc = tuple[Hashable, ...]
+WRITABLE_TABLES = {"coil", "holding_register"}
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt,
+    "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+}
+
+
+@dataclass(slots=True)
+class PropertyPoint:
+    """How one bound property turns a raw reading into a model value and back."""
+
+    name: str
+    kind: Kind
+    scale: float
+    offset: float
+    deadband: float
+    check: Checker
+    binding: ModbusPoint
+    digits: int | None  # round engineering values to this many decimals (None: leave)
+    significant: int | None  # or to this many significant digits (float32 sources)
+
+    def to_value(self, raw: Any) -> Any:
+        kind = self.kind
+        if kind is Kind.BOOL:
+            return bool(raw)
+        value = raw * self.scale + self.offset if (self.scale != 1.0 or self.offset) else raw
+        if kind is Kind.INT or kind is Kind.ENUM:
+            return int(round(value))
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return value
+            if self.significant is not None:
+                return float(f"{value:.{self.significant}g}")
+            if self.digits is not None:
+                return round(value, self.digits)
+        return value
+
+    def to_raw(self, value: Any) -> Any:
+        if self.kind is Kind.BOOL or self.binding.table in ("coil", "discrete_input"):
+            return bool(value)
+        raw = (value - self.offset) / self.scale if (self.scale != 1.0 or self.offset) else value
+        if self.binding.type == "float32" or self.binding.type == "float64":
+            return float(raw)
+        return int(round(raw))
+
+
+@dataclass(slots=True)
+class Condition:
+    prop: str
+    op: Callable[[Any, Any], bool]
+    value: Any
+    text: str
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        current = values.get(self.prop)
+        if current is None:
+            return False
+        try:
+            return self.op(current, self.value)
+        except TypeError:
+            return False
+
+
+@dataclass(slots=True)
+class EventRule:
+    event: str
+    type: str
+    when: Condition
+    clear: Condition | None
+    output: dict[str, tuple[bool, Any]]  # name -> (is property reference, literal or property)
+
+
+@dataclass(slots=True)
+class DeviceSpec:
+    config: DeviceConfig
+    model: ThingModel
+    points: dict[str, PropertyPoint]
+    outputs: dict[str, ModbusPoint]
+    events: list[EventRule]
+    services: dict[str, ServiceBinding]
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def driver_points(self) -> dict[str, ModbusPoint]:
+        bindings: dict[str, ModbusPoint] = {n: p.binding for n, p in self.points.items()}
+        bindings.update(self.outputs)
+        return bindings
+
+
+def _decimals(scale: float) -> int:
+    if scale == int(scale):
+        return 0
+    return min(12, max(0, -math.floor(math.log10(abs(scale) * (1 + 1e-9)))) + 1)
+
+
+def resolve_model(ref: str, base_dir: Path) -> ThingModel:
+    """A library model name, or a path to a JSON model relative to the config file."""
+    if ref in library_names():
+        return load_library_model(ref)
+    path = (base_dir / ref) if not Path(ref).is_absolute() else Path(ref)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model {ref!r} is neither a library model ({', '.join(library_names())}) nor a file"
+        )
+    return load_model_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def _condition(text: str) -> Condition:
+    match = CONDITION.match(text)
+    assert match is not None  # validated by the config schema
+    prop, op, literal = match.groups()
+    return Condition(prop, OPS[op], yaml.safe_load(literal), text)
+
+
+def compile_device(
+    config: DeviceConfig, loc: Loc, base_dir: Path
+) -> tuple[DeviceSpec | None, list[tuple[Loc, str]]]:
+    issues: list[tuple[Loc, str]] = []
+    try:
+        model = resolve_model(config.model, base_dir)
+    except ModelError as exc:
+        return None, [(loc + ("model",), f"invalid thing model: {exc}")]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, [(loc + ("model",), str(exc))]
+
+    points: dict[str, PropertyPoint] = {}
+    for name, point in config.points.items():
+        prop = model.properties.get(name)
+        if prop is None:
+            issues.append((loc + ("points", name), f"model {model.product_key} has no property {name!r}"))
+            continue
+        kind = prop.data_type.type
+        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE):
+            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to a Modbus point"))
+            continue
+        significant = 7 if point.type == "float32" else None
+        digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
+        points[name] = PropertyPoint(
+            name, kind, point.scale, point.offset, point.deadband, prop.check,
+            ModbusPoint.model_validate(point.model_dump(include=set(ModbusPoint.model_fields))),
+            digits if digits else None, significant,
+        )
+    for name in config.outputs:
+        if name in config.points:
+            issues.append((loc + ("outputs", name), f"{name!r} is already a property point"))
+        elif config.outputs[name].table not in WRITABLE_TABLES:
+            issues.append((loc + ("outputs", name, "table"), "an output must be a coil or holding_register"))
+
+    events = []
+    for index, trigger in enumerate(config.events):
+        name = trigger.event
+        event = model.events.get(name)
+        if event is None:
+            issues.append((loc + ("events", index, "event"), f"model {model.product_key} has no event {name!r}"))
+            continue
+        conditions = []
+        for key in ("when", "clear"):
+            text = getattr(trigger, key)
+            if text is None:
+                conditions.append(None)
+                continue
+            cond = _condition(text)
+            if cond.prop not in points:
+                issues.append((loc + ("events", index, key), f"{cond.prop!r} is not a bound property"))
+            conditions.append(cond)
+        output: dict[str, tuple[bool, Any]] = {}
+        for out_name, value in trigger.output.items():
+            if out_name not in event.output:
+                issues.append((loc + ("events", index, "output", out_name), f"event {name!r} has no output {out_name!r}"))
+            is_ref = isinstance(value, str) and value.startswith("$")
+            if is_ref and value[1:] not in points:
+                issues.append((loc + ("events", index, "output", out_name), f"{value[1:]!r} is not a bound property"))
+            output[out_name] = (is_ref, value[1:] if is_ref else value)
+        when, clear = conditions
+        if when is not None:
+            events.append(EventRule(name, str(event.type), when, clear, output))
+
+    for name, binding in config.services.items():
+        service = model.services.get(name)
+        if service is None:
+            issues.append((loc + ("services", name), f"model {model.product_key} has no service {name!r}"))
+            continue
+        for index, step in enumerate(binding.writes):
+            step_loc = loc + ("services", name, "writes", index)
+            fields = [f for _, f, _, _ in string.Formatter().parse(step.point) if f]
+            for f in fields:
+                if f not in service.inputs:
+                    issues.append((step_loc + ("point",), f"service {name!r} has no input {f!r}"))
+            for target in _expand(step.point, fields, service.inputs):
+                if target in config.outputs:
+                    continue
+                point = config.points.get(target)
+                if point is None:
+                    issues.append((step_loc + ("point",), f"{target!r} is neither an output nor a bound property"))
+                elif point.table not in WRITABLE_TABLES:
+                    issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only {point.table}"))
+            if isinstance(step.value, str) and step.value.startswith("$") and step.value[1:] not in service.inputs:
+                issues.append((step_loc + ("value",), f"service {name!r} has no input {step.value[1:]!r}"))
+
+    if issues:
+        return None, issues
+    return DeviceSpec(config, model, points, dict(config.outputs), events, dict(config.services)), []
+
+
+def _expand(template: str, fields: list[str], inputs: Mapping[str, Any]) -> list[str]:
+    """Every point name a templated write can reach (enum inputs enumerate; others are skipped)."""
+    if not fields:
+        return [template]
+    choices: list[dict[str, Any]] = [{}]
+    for f in fields:
+        param = inputs.get(f)
+        if param is None or not param.data_type.names:
+            return []
+        choices = [dict(c, **{f: v}) for c in choices for v in param.data_type.names]
+    return [template.format(**c) for c in choices]
+
+
+def compile_config(config: GatewayConfig, base_dir: Path) -> tuple[dict[str, DeviceSpec], list[tuple[Loc, str]]]:
+    specs: dict[str, DeviceSpec] = {}
+    issues: list[tuple[Loc, str]] = []
+    for index, device in enumerate(config.devices):
+        spec, found = compile_device(device, ("devices", index), base_dir)
+        issues.extend(found)
+        if spec is not None:
+            specs[spec.id] = spec
+    return specs, issues

@@ -1,0 +1,125 @@
+"""One supervised task per device: connect, poll on a fixed schedule, go offline, back off.
+
+The runner owns time and health (the driver owns neither): polls keep their period without
+drift and never overlap, missed ticks are skipped rather than bunched, a failing device goes
+offline with its reason logged once, and reconnects back off with jitter. Any unexpected
+error is caught here so that one device can never take the gateway down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from citytwin.drivers.base import Driver
+from citytwin.drivers.errors import DriverError
+from citytwin.gateway.backoff import Backoff
+from citytwin.gateway.devicespec import DeviceSpec
+from citytwin.gateway.pipeline import DevicePipeline
+
+log = logging.getLogger("citytwin.device")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class DeviceRunner:
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        driver: Driver,
+        pipeline: DevicePipeline,
+        on_status: Callable[[DeviceSpec, bool, str | None], None],
+        snapshot_interval: float,
+    ) -> None:
+        self.spec = spec
+        self.driver = driver
+        self.pipeline = pipeline
+        self.on_status = on_status
+        self.snapshot_interval = snapshot_interval
+        self.online: bool | None = None  # None until the first attempt ends
+        self.last_error: str | None = None
+        self.last_poll_ms = 0
+        self.polls = 0
+        self.lock = asyncio.Lock()  # serializes polls and command writes on the one link
+        self._refresh = asyncio.Event()
+
+    def request_refresh(self) -> None:
+        """Poll as soon as possible (after a write), without waiting for the next tick."""
+        self._refresh.set()
+
+    def _set_online(self, online: bool, reason: str | None) -> None:
+        changed = online != self.online
+        self.online = online
+        self.last_error = reason
+        if changed:
+            if online:
+                log.info("%s: online", self.spec.id)
+            else:
+                log.warning("%s: offline: %s", self.spec.id, reason)
+            self.on_status(self.spec, online, reason)
+
+    async def run(self) -> None:
+        cfg = self.spec.config
+        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
+        while True:
+            try:
+                async with self.lock:
+                    await self.driver.connect()
+                backoff.reset()
+                await self._poll_loop()
+            except DriverError as exc:
+                self._set_online(False, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not stop the device for good, nor the gateway
+                log.exception("%s: unexpected error in device task", self.spec.id)
+                self._set_online(False, f"internal error: {exc!r}")
+            try:
+                async with self.lock:
+                    await self.driver.close()
+            except DriverError:
+                pass
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.spec.config.poll_period
+        deadline = loop.time()
+        next_snapshot = loop.time()
+        while True:
+            full = loop.time() >= next_snapshot
+            if full:
+                next_snapshot = loop.time() + self.snapshot_interval
+            await self.poll(full)
+            deadline += period
+            now = loop.time()
+            if deadline <= now:  # fell behind: skip the missed ticks, keep the phase
+                deadline += period * (int((now - deadline) / period) + 1)
+            self._refresh.clear()
+            try:
+                await asyncio.wait_for(self._refresh.wait(), deadline - now)
+            except TimeoutError:
+                pass
+
+    async def poll(self, full: bool = False) -> None:
+        async with self.lock:
+            readings = await self.driver.read()
+        ts = now_ms()
+        self.last_poll_ms = ts
+        self.polls += 1
+        if self.online is not True:
+            self._set_online(True, None)
+            full = True
+        self.pipeline.process(readings, ts, full)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "online": bool(self.online),
+            "last_error": self.last_error,
+            "last_poll": self.last_poll_ms,
+            "polls": self.polls,
+        }
+

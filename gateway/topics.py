@@ -1,0 +1,60 @@
+"""The hub topic contract (documented in docs/hub-contract.md); the one place topics are spelled."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Incoming(NamedTuple):
+    kind: str  # "invoke" | "set" | "desired"
+    device: str
+    service: str | None
+
+
+class Topics:
+    def __init__(self, prefix: str, gateway_id: str) -> None:
+        self.base = f"{prefix.rstrip('/')}/{gateway_id}"
+
+    @property
+    def gateway_status(self) -> str:
+        return f"{self.base}/status"
+
+    def device_status(self, device: str) -> str:
+        return f"{self.base}/{device}/status"
+
+    def report(self, device: str) -> str:
+        return f"{self.base}/{device}/properties/report"
+
+    def event(self, device: str, event: str) -> str:
+        return f"{self.base}/{device}/events/{event}"
+
+    def twin(self, device: str) -> str:
+        return f"{self.base}/{device}/twin"
+
+    def replies(self, device: str) -> str:
+        return f"{self.base}/{device}/replies"
+
+    def invoke(self, device: str, service: str) -> str:
+        return f"{self.base}/{device}/services/{service}/invoke"
+
+    def property_set(self, device: str) -> str:
+        return f"{self.base}/{device}/properties/set"
+
+    def desired(self, device: str) -> str:
+        return f"{self.base}/{device}/twin/desired"
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [self.invoke("+", "+"), self.property_set("+"), self.desired("+")]
+
+    def parse(self, topic: str) -> Incoming | None:
+        if not topic.startswith(self.base + "/"):
+            return None
+        parts = topic[len(self.base) + 1 :].split("/")
+        if len(parts) == 4 and parts[1] == "services" and parts[3] == "invoke":
+            return Incoming("invoke", parts[0], parts[2])
+        if len(parts) == 3 and parts[1:] == ["properties", "set"]:
+            return Incoming("set", parts[0], None)
+        if len(parts) == 3 and parts[1:] == ["twin", "desired"]:
+            return Incoming("desired", parts[0], None)
+        return None
