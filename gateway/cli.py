@@ -25,31 +25,32 @@ log = logging.getLogger("citytwin")
 def _run_async(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
-
-        return uvloop.run(main)
     except ImportError:
         return asyncio.run(main)
+    return uvloop.run(main)
 
 
-async def _until_signal(work: Coroutine[Any, Any, int] | None = None) -> int:
-    """Run ``work`` (or wait) until it ends or SIGINT/SIGTERM arrives."""
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM; installed before anything starts, so an early signal still stops cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until_signal(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work`` until it ends or SIGINT/SIGTERM arrives (then cancel it and return 0)."""
+    stop = _stop_on_signals()
     waiter = asyncio.create_task(stop.wait())
-    tasks: set[asyncio.Task[Any]] = {waiter}
-    job = asyncio.create_task(work) if work is not None else None
-    if job is not None:
-        tasks.add(job)
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    if job is not None and job.done():
+    job = asyncio.create_task(work)
+    await asyncio.wait({waiter, job}, return_when=asyncio.FIRST_COMPLETED)
+    if job.done():
         waiter.cancel()
         return job.result()
-    if job is not None:
-        job.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await job
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
     return 0
 
 
@@ -70,12 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _print_config_error(exc)
 
     async def main() -> int:
-        async def serve() -> int:
-            await asyncio.Event().wait()
-            return 0
-
+        stop = _stop_on_signals()
         async with Gateway(config, specs):
-            return await _until_signal(serve())
+            await stop.wait()
+        return 0
 
     return _run_async(main())
 

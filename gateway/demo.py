@@ -88,8 +88,10 @@ class Operator:
                 future = self.pending.pop(body.get("id"), None)
                 if future is not None and not future.done():
                     future.set_result(body)
-            elif rel == "status" or rel.endswith("/status"):
-                print(f"hub   {rel.removesuffix('/status') or 'gateway'} is {body['state']}", flush=True)
+            elif rel == "status":
+                print(f"hub   gateway {self.base.rsplit('/', 1)[1]} is {body['state']}", flush=True)
+            elif rel.endswith("/status"):
+                print(f"hub   device {rel.removesuffix('/status')} is {body['state']}", flush=True)
             elif "/events/" in rel:
                 print(f"hub   EVENT {rel.split('/events/')[1]} ({body['type']}): {body['output']}", flush=True)
 
@@ -133,7 +135,7 @@ async def run_demo(duration: float | None, broker_url: str | None) -> int:
             broker_url, protocol = f"mqtt://127.0.0.1:{port}", "3.1.1"
             print(f"demo  embedded MQTT broker (amqtt, MQTT 3.1.1) on 127.0.0.1:{port}", flush=True)
         else:
-            protocol = "3.1.1"
+            protocol = "5"
         sim_port = free_port()
         sim = PumpStationSimulator(port=sim_port, speed=1.0, seed=7)
         await stack.enter_async_context(sim)

@@ -106,10 +106,8 @@ async def test_twin_survives_a_restart_and_its_version_continues(
     last = max(t["version"] for t in hub.on(f"{DEV}/twin"))
     assert last >= first["version"]
     assert (tmp_path / "data" / "twins.db").exists()
-    hub.messages.clear()
     gateway.start()
-    twin = await hub.wait_for(f"{DEV}/twin", lambda t: True)
-    assert twin["version"] > last
+    twin = await hub.wait_for(f"{DEV}/twin", lambda t: t["state"] == "online" and t["version"] > last)
     assert "level" in twin["reported"]  # reported state came back from disk
 
 
