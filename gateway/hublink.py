@@ -154,6 +154,9 @@ class HubLink:
                 if self.connected or failures == 0:
                     log.warning("hub link down (%s): %s; retrying", self.config.url, exc)
                 failures += 1
+            except Exception:  # a bug must not end the hub link for good
+                log.exception("hub link failed unexpectedly; reconnecting")
+                failures += 1
             finally:
                 self.connected = False
                 self._connected_event.clear()
@@ -166,9 +169,19 @@ class HubLink:
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._receive(client))
-            group.create_task(self._drain(client))
+        tasks = [
+            asyncio.create_task(self._receive(client), name="hub-receive"),
+            asyncio.create_task(self._drain(client), name="hub-drain"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise the error that ended the session
+        raise aiomqtt.MqttError("message stream ended")
 
     async def _publish_state(self, client: aiomqtt.Client, ts: int) -> None:
         await client.publish(

@@ -260,3 +260,48 @@ def test_demo_runs_the_whole_story_and_exits_zero() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "start_pump" in result.stdout and "succeeded" in result.stdout
     assert "demo  OK" in result.stdout
+
+
+async def test_versions_and_seq_never_repeat_after_kill_9(gateway: GatewayProcess, hub: Hub) -> None:
+    await hub.wait_for(f"{DEV}/twin", lambda t: t["version"] >= 2 and "level" in t["reported"])
+    await asyncio.sleep(1.5)  # let at least one flush reach the disk
+    seen_version = max(t["version"] for t in hub.on(f"{DEV}/twin"))
+    seen_seq = max(r["seq"] for r in hub.on(f"{DEV}/properties/report"))
+    assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
+    gateway.start()
+    twin = await hub.wait_for(f"{DEV}/twin", lambda t: t["state"] == "online" and t["version"] > seen_version)
+    report = await hub.wait_for(f"{DEV}/properties/report", lambda r: r["seq"] > seen_seq)
+    assert "level" in twin["reported"]
+    assert report["seq"] > seen_seq
+    # the gateway's last will told the hub it had gone
+    assert any(s["state"] == "offline" for s in hub.on("status"))
+
+
+async def test_hub_link_survives_a_broker_restart(gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator) -> None:
+    async def connect_hub() -> tuple[aiomqtt.Client, Hub, asyncio.Task[None]]:
+        client = aiomqtt.Client("127.0.0.1", mosquitto.port)
+        await client.__aenter__()
+        hub = Hub(client, "citytwin/v1/ps-north-01")
+        await client.subscribe("citytwin/v1/#", qos=1)
+        return client, hub, asyncio.create_task(hub.listen())
+
+    client, hub, task = await connect_hub()
+    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
+    task.cancel()
+    await client.__aexit__(None, None, None)
+    mosquitto.stop()
+    await asyncio.sleep(2)
+    writes_before = sim.station.write_count
+    mosquitto.start()
+    client, hub, task = await connect_hub()
+    try:
+        # the gateway reconnects by itself, republishes its state and takes commands again
+        await hub.wait_for("status", lambda s: s["state"] == "online", timeout=10)
+        await hub.wait_for(f"{DEV}/properties/report", lambda r: True, timeout=10)
+        reply = await hub.invoke(DEV, "start_pump", {"id": "after-restart", "input": {"pump": 1}})
+        assert reply["status"] == "succeeded"
+        assert sim.station.write_count == writes_before + 1
+    finally:
+        task.cancel()
+        await client.__aexit__(None, None, None)
+    assert "hub link" in gateway.output()
