@@ -163,7 +163,7 @@ async def _story(operator: Operator, duration: float | None) -> int:
     loop = asyncio.get_running_loop()
     end = loop.time() + duration if duration else None
     replies: list[dict[str, Any]] = []
-    script = [
+    script: list[tuple[float, str, dict[str, Any], str]] = [
         (3.0, "start_pump", {"pump": 1}, "succeeded"),
         (6.0, "set_frequency", {"pump": 1, "hz": 48.5}, "succeeded"),
         (8.0, "set_frequency", {"pump": 1, "hz": 70}, "rejected"),

@@ -182,7 +182,7 @@ def compile_device(
         if event is None:
             issues.append((loc + ("events", index, "event"), f"model {model.product_key} has no event {name!r}"))
             continue
-        conditions = []
+        conditions: list[Condition | None] = []
         for key in ("when", "clear"):
             text = getattr(trigger, key)
             if text is None:
@@ -218,11 +218,11 @@ def compile_device(
             for target in _expand(step.point, fields, service.inputs):
                 if target in config.outputs:
                     continue
-                point = config.points.get(target)
-                if point is None:
+                bound = config.points.get(target)
+                if bound is None:
                     issues.append((step_loc + ("point",), f"{target!r} is neither an output nor a bound property"))
-                elif point.table not in WRITABLE_TABLES:
-                    issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only {point.table}"))
+                elif bound.table not in WRITABLE_TABLES:
+                    issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only {bound.table}"))
             if isinstance(step.value, str) and step.value.startswith("$") and step.value[1:] not in service.inputs:
                 issues.append((step_loc + ("value",), f"service {name!r} has no input {step.value[1:]!r}"))
 

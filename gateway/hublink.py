@@ -235,6 +235,6 @@ class HubLink:
     async def _publish(self, client: aiomqtt.Client, m: Outgoing) -> None:
         properties = None
         if m.response_correlation is not None and self._v5:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = m.response_correlation
         await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=properties)
