@@ -71,7 +71,7 @@ def test_every_module_imports_from_a_built_wheel(tmp_path: Path) -> None:
         f"    assert mod.__file__.startswith({str(target)!r}), (m, mod.__file__)\n"
         "from importlib import resources\n"
         "assert resources.files('citytwin.gateway.examples').joinpath('pump-station.yaml').is_file()\n"
-        "assert resources.files('citytwin.thingmodels').joinpath('library/pump_station.json').is_file()\n"
+        "assert resources.files('citytwin.thingmodels').joinpath('standard/pump_station.json').is_file()\n"
         "assert resources.files('citytwin.simulators.pump_station').joinpath('register_map.md').is_file()\n"
     )
     # the built tree goes first on sys.path, ahead of the editable install's finder

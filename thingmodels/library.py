@@ -1,4 +1,4 @@
-"""The bundled model library: JSON documents shipped as package data in ``library/``.
+"""The bundled model library: JSON documents shipped as package data in ``standard/``.
 
 Read through importlib.resources so it works from a wheel or a zip as well as a checkout.
 Parsed models are cached (they are immutable); documents are re-read so callers may edit them.
@@ -20,7 +20,7 @@ _SUFFIX = ".json"
 
 
 def _folder() -> Traversable:
-    return resources.files("citytwin.thingmodels").joinpath("library")
+    return resources.files("citytwin.thingmodels").joinpath("standard")
 
 
 def library_names() -> list[str]:
@@ -53,4 +53,4 @@ def load_library_model(name: str) -> ThingModel:
 
 
 def _source(name: str) -> str:
-    return f"citytwin.thingmodels/library/{name}{_SUFFIX}"
+    return f"citytwin.thingmodels/standard/{name}{_SUFFIX}"
