@@ -1,0 +1,126 @@
+"""Read planning: coalesce a device's points into the fewest Modbus read requests.
+
+One request for 125 registers costs about as much as one for a single register
+(pymodbus: 10.4 k vs 15.7 k requests/s), so the number of requests per poll is what
+bounds a device's poll rate. Pure: no I/O, no pymodbus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from citytwin.drivers.errors import BindingError
+from citytwin.drivers.modbus.codec import (
+    BIT_TABLES,
+    TABLES,
+    WIDTH,
+    Decoder,
+    PointType,
+    Table,
+    WordOrder,
+    bit_decoder,
+    register_decoder,
+)
+
+
+class PointSpec(Protocol):
+    """What the planner needs of a point; ``ModbusPoint`` and its subclasses fit."""
+
+    @property
+    def table(self) -> Table: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def type(self) -> PointType: ...
+    @property
+    def word_order(self) -> WordOrder: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """One read request: ``count`` registers (or bits) of ``table`` from ``start``.
+
+    ``points[i]`` starts at ``offsets[i]`` in the answer; ``decode(answer)`` returns
+    their values in the same order.
+    """
+
+    table: Table
+    start: int
+    count: int
+    points: tuple[str, ...]
+    offsets: tuple[int, ...]
+    decode: Decoder
+
+    @property
+    def label(self) -> str:
+        """How errors name this request, e.g. ``input_register 0..9``."""
+        return f"{self.table} {self.start}..{self.start + self.count - 1}"
+
+
+def plan_reads(
+    points: Mapping[str, PointSpec],
+    max_gap: int,
+    max_registers: int,
+    max_bits: int,
+) -> list[ReadBlock]:
+    """Group points into read blocks, ordered by table then address.
+
+    Per table, points sorted by address are joined greedily into the current block while
+    the unused run before the next point is at most ``max_gap`` and the block stays within
+    the request limit; a multi-register value is never split across two requests.
+    Raises ``BindingError`` for a value wider than the limit.
+    """
+    by_table: dict[str, list[tuple[int, str, PointSpec]]] = {table: [] for table in TABLES}
+    for name, point in points.items():
+        by_table[point.table].append((point.address, name, point))
+    blocks: list[ReadBlock] = []
+    for table in TABLES:
+        entries = sorted(by_table[table], key=lambda entry: (entry[0], entry[1]))
+        limit = max_bits if table in BIT_TABLES else max_registers
+        blocks.extend(_coalesce(table, entries, max_gap, limit))
+    return blocks
+
+
+def _coalesce(
+    table: Table, entries: list[tuple[int, str, PointSpec]], max_gap: int, limit: int
+) -> Iterable[ReadBlock]:
+    group: list[tuple[int, str, PointSpec]] = []
+    start = end = 0  # the group covers start..end-1
+    for address, name, point in entries:
+        width = WIDTH[point.type]
+        if width > limit:
+            raise BindingError(
+                f"point {name!r}: a {point.type} needs {width} registers, "
+                f"but requests are limited to {limit}"
+            )
+        stop = address + width
+        if group and address - end <= max_gap and max(end, stop) - start <= limit:
+            group.append((address, name, point))
+            end = max(end, stop)
+            continue
+        if group:
+            yield _block(table, start, end, group)
+        group, start, end = [(address, name, point)], address, stop
+    if group:
+        yield _block(table, start, end, group)
+
+
+def _block(
+    table: Table, start: int, end: int, group: list[tuple[int, str, PointSpec]]
+) -> ReadBlock:
+    offsets = tuple(address - start for address, _, _ in group)
+    if table in BIT_TABLES:
+        decode = bit_decoder(offsets)
+    else:
+        fields = [(address - start, p.type, p.word_order) for address, _, p in group]
+        decode = register_decoder(fields)
+    return ReadBlock(
+        table=table,
+        start=start,
+        count=end - start,
+        points=tuple(name for _, name, _ in group),
+        offsets=offsets,
+        decode=decode,
+    )
