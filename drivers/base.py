@@ -73,7 +73,7 @@ class Driver(abc.ABC):
     def health(self) -> Health:
         """The link's current health."""
 
-    async def __aenter__(self) -> "Driver":
+    async def __aenter__(self) -> Driver:
         await self.connect()
         return self
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from pydantic import BaseModel
+
 from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import BindingError
-from pydantic import BaseModel
 
 
 class BindingModels(NamedTuple):

@@ -44,7 +44,7 @@ class Gateway:
     def _on_message(self, message: Any) -> None:
         self.relay.handle(message)
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         stored = await self.store.open()
         if not self.store.previous_run_clean:
             log.warning("previous run did not shut down cleanly: twin versions and sequence numbers advanced")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citytwin.gateway.config import ConfigError, ConfigIssue, GatewayConfig, format_path, parse_config
+from citytwin.gateway.config import (
+    ConfigError,
+    ConfigIssue,
+    GatewayConfig,
+    format_path,
+    parse_config,
+)
 from citytwin.gateway.devicespec import DeviceSpec, compile_config
 
 

@@ -51,7 +51,7 @@ class HubSection(Strict):
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol_as_text(cls, value: Any) -> Any:
-        return {5: "5", 5.0: "5", 3.1: "3.1.1", 311: "3.1.1"}.get(value, value)
+        return {5: "5", 311: "3.1.1"}.get(value, value)
 
     @field_validator("url")
     @classmethod
@@ -211,7 +211,7 @@ def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
     try:
         doc = load_yaml(text, source)
     except YamlSyntaxError as exc:
-        raise ConfigError([ConfigIssue(source=source, line=exc.line, path="", message=exc.message)])
+        raise ConfigError([ConfigIssue(source=source, line=exc.line, path="", message=exc.message)]) from None
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(source=source, line=1, path="", message="must be a mapping")])
     try:
@@ -219,12 +219,3 @@ def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
     except ValidationError as exc:
         raise ConfigError(issues_from_validation(exc, doc)) from None
     return config, doc
-
-
-def load_config(path: str | Path) -> tuple[GatewayConfig, Located]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(source=str(path), line=0, path="", message=f"cannot read: {exc}")])
-    return parse_config(text, str(path))

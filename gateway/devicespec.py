@@ -11,7 +11,7 @@ import math
 import operator
 import string
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ class PropertyPoint:
             return bool(raw)
         value = raw * self.scale + self.offset if (self.scale != 1.0 or self.offset) else raw
         if kind is Kind.INT or kind is Kind.ENUM:
-            return int(round(value))
+            return round(value)
         if isinstance(value, float):
             if not math.isfinite(value):
                 return value
@@ -68,7 +68,7 @@ class PropertyPoint:
         raw = (value - self.offset) / self.scale if (self.scale != 1.0 or self.offset) else value
         if self.binding.type == "float32" or self.binding.type == "float64":
             return float(raw)
-        return int(round(raw))
+        return round(raw)
 
 
 @dataclass(slots=True)

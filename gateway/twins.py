@@ -27,8 +27,16 @@ def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, A
 
 class Twin:
     __slots__ = (
-        "device_id", "reported", "reported_meta", "desired", "desired_meta",
-        "version", "seq", "online", "status_ts", "dirty",
+        "desired",
+        "desired_meta",
+        "device_id",
+        "dirty",
+        "online",
+        "reported",
+        "reported_meta",
+        "seq",
+        "status_ts",
+        "version",
     )
 
     def __init__(self, device_id: str) -> None:
@@ -117,7 +125,7 @@ class Twin:
         return doc
 
     @classmethod
-    def restore(cls, device_id: str, doc: Mapping[str, Any]) -> "Twin":
+    def restore(cls, device_id: str, doc: Mapping[str, Any]) -> Twin:
         twin = cls(device_id)
         twin.version = int(doc.get("version", 0))
         twin.seq = int(doc.get("seq", 0))

@@ -22,7 +22,7 @@ def test_there_are_example_configs() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_example_config_loads(path: Path) -> None:
-    config, specs = prepare_file(path)
+    _, specs = prepare_file(path)
     assert specs and all(spec.points for spec in specs.values())
     for spec in specs.values():
         # every property of the model is bound in the examples

@@ -13,11 +13,11 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pytest
+from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
-from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
 
 DEV = "pump-station-1"
 pytestmark = pytest.mark.slow
@@ -246,7 +246,7 @@ def test_malformed_config_stops_the_start_with_file_and_line(tmp_path: Path) -> 
     config = write_config(tmp_path / "bad.yaml", "mqtt://127.0.0.1:1", 1)
     text = config.read_text().replace("address: 6\n", "address: 70000\n")
     config.write_text(text)
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "address: 70000" in l)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "address: 70000" in row)
     result = subprocess.run([sys.executable, "-m", "citytwin.gateway.cli", "run", "-c", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

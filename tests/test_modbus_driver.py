@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+from modbus_peers import (
+    HOLDING_PATTERN,
+    SLAVE_POINTS,
+    LibmodbusSlave,
+    build_slave,
+)
+
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.errors import (
     BindingError,
@@ -28,12 +35,6 @@ from citytwin.drivers.errors import (
 from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
 from citytwin.drivers.modbus.tcp import ModbusTcpDriver
 from citytwin.drivers.registry import DRIVER_NAMES, binding_models, create_driver
-from modbus_peers import (
-    HOLDING_PATTERN,
-    SLAVE_POINTS,
-    LibmodbusSlave,
-    build_slave,
-)
 
 # -- peers ----------------------------------------------------------------------------
 
@@ -532,7 +533,7 @@ async def test_close_during_a_request_ends_it() -> None:
         driver = make_driver(peer.port, holding([0]), timeout=30)
         await driver.connect()
         task = asyncio.create_task(driver.read())
-        while peer.requests == 0:
+        while peer.requests == 0:  # noqa: ASYNC110 - polling a counter the peer bumps
             await asyncio.sleep(0.01)
         await driver.close()
         with pytest.raises(ConnectionClosed, match="the driver closed the connection"):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from citytwin.drivers.fields import IntRange, Port, PositiveFloat
-from citytwin.drivers.modbus.codec import BIT_TABLES, WIDTH, PointType, Table, WordOrder
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from citytwin.drivers.fields import IntRange, Port, PositiveFloat
+from citytwin.drivers.modbus.codec import BIT_TABLES, WIDTH, PointType, Table, WordOrder
 
 
 class ModbusTcpConnection(BaseModel):

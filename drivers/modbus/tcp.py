@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, cast
 
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.pdu import ModbusPDU
+
 from citytwin.drivers.base import Driver, Health, Quality, Reading
 from citytwin.drivers.errors import (
     BindingError,
@@ -41,9 +45,6 @@ from citytwin.drivers.modbus.codec import (
 )
 from citytwin.drivers.modbus.frames import frame_problem
 from citytwin.drivers.modbus.plan import ReadBlock, plan_reads
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
-from pymodbus.pdu import ModbusPDU
 
 EXCEPTION_NAMES: dict[int, str] = {
     1: "illegal function",

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from citytwin.simulators.pump_station import registers
-from citytwin.simulators.pump_station.physics import PumpStation
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
+
+from citytwin.simulators.pump_station import registers
+from citytwin.simulators.pump_station.physics import PumpStation
 
 Reader = Callable[[PumpStation, int, int], list[bool] | list[int]]
 Writer = Callable[[PumpStation, int, Sequence[int]], None]

@@ -7,9 +7,10 @@ import logging
 from types import TracebackType
 from typing import Self
 
+from pymodbus.server import ModbusTcpServer
+
 from citytwin.simulators.pump_station.datastore import StationContext
 from citytwin.simulators.pump_station.physics import PumpStation
-from pymodbus.server import ModbusTcpServer
 
 log = logging.getLogger(__name__)
 
