@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -44,8 +44,34 @@ class Health:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+PushSink = Callable[[Sequence[Reading]], None]
+"""Where a driver delivers readings it receives unasked (subscriptions, observe, southbound MQTT)."""
+
+
 class Driver(abc.ABC):
-    """One connection to one device; an async context manager."""
+    """One connection to one device; an async context manager.
+
+    Polled protocols implement ``read``; protocols that push (OPC UA subscriptions, CoAP
+    observe, device MQTT) deliver readings through the sink the gateway hands over with
+    ``set_push_sink`` — the same path, transforms and checks as polled readings. Protocols
+    with callable operations (OPC UA methods, CoAP POST, MQTT request/reply) implement
+    ``invoke``; the others bind services to writes.
+    """
+
+    _push_sink: PushSink | None = None
+
+    def set_push_sink(self, sink: PushSink | None) -> None:
+        """Called by the gateway before ``connect``; push drivers send readings to it."""
+        self._push_sink = sink
+
+    async def invoke(self, call: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one device operation described by ``call`` (the driver's own call binding).
+
+        Returns the operation's outputs. The default driver has none.
+        """
+        from citytwin.drivers.errors import BindingError
+
+        raise BindingError(f"{type(self).__name__} has no callable operations; bind services to writes")
 
     @abc.abstractmethod
     async def connect(self) -> None:

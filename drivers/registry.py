@@ -16,17 +16,44 @@ from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import BindingError
 
 
+def _never(point: BaseModel) -> bool:
+    return False
+
+
 class BindingModels(NamedTuple):
-    """The pydantic models a driver's config is validated with; subclass to add fields."""
+    """What the gateway needs to know about a driver's bindings, without importing it.
+
+    ``connection`` and ``point`` are the pydantic models its config is validated with
+    (the gateway subclasses ``point`` to add scale/offset/deadband); ``call`` validates a
+    service's ``call:`` binding for drivers with callable operations (None: services are
+    bound to writes only). ``writable(point)`` says whether a point can be written;
+    ``integer_raw(point)`` whether its raw value is an integer (so a scaled engineering
+    value is rounded before it is written); ``float32(point)`` whether the raw value is a
+    single-precision float (reported to 7 significant digits).
+    """
 
     connection: type[BaseModel]
     point: type[BaseModel]
+    call: type[BaseModel] | None = None
+    writable: Callable[[BaseModel], bool] = _never
+    integer_raw: Callable[[BaseModel], bool] = _never
+    float32: Callable[[BaseModel], bool] = _never
 
 
 def _modbus_tcp_models() -> BindingModels:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+    from citytwin.drivers.modbus.codec import WRITABLE_TABLES
 
-    return BindingModels(ModbusTcpConnection, ModbusPoint)
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, ModbusPoint) and point.table in WRITABLE_TABLES
+
+    def integer_raw(point: BaseModel) -> bool:
+        return isinstance(point, ModbusPoint) and point.type not in ("float32", "float64", "bool")
+
+    def float32(point: BaseModel) -> bool:
+        return isinstance(point, ModbusPoint) and point.type == "float32"
+
+    return BindingModels(ModbusTcpConnection, ModbusPoint, None, writable, integer_raw, float32)
 
 
 def _modbus_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:

@@ -55,6 +55,8 @@ class Gateway:
             self.twins[device_id] = twin
             pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
             driver = create_driver(spec.config.driver, spec.config.connection, spec.driver_points())
+            # pushed readings (subscriptions, observe) take the same path as polled ones
+            driver.set_push_sink(pipeline.push)
             self.runners[device_id] = DeviceRunner(
                 spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval
             )

@@ -151,6 +151,8 @@ class CommandRelay:
             raise Rejected("not_bound", f"service {service_id!r} has no binding on device {spec.id!r}")
         service = spec.model.services[service_id]
         inputs = {k: service.inputs[k].normalize(v) for k, v in request.input.items()}
+        if binding.call is not None:
+            return await self._call(runner, binding.call, inputs, binding.timeout)
         writes: dict[str, Any] = {}
         for step in binding.writes:
             point = step.point.format(**inputs) if "{" in step.point else step.point
@@ -168,10 +170,27 @@ class CommandRelay:
         writes = {}
         for name, value in request.properties.items():
             point = spec.points.get(name)
-            if point is None or point.binding.table not in ("coil", "holding_register"):
+            if point is None or not point.writable:
                 raise Rejected("not_bound", f"property {name!r} is not bound to a writable point")
             writes[name] = spec.model.properties[name].normalize(value)
         return await self._write(runner, writes, 5.0)
+
+    async def _call(
+        self, runner: DeviceRunner, call: Any, inputs: Mapping[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        offline = _offline(runner)
+        if offline is not None:
+            return offline
+        try:
+            async with asyncio.timeout(timeout):
+                async with runner.lock:
+                    output = await runner.driver.invoke(call, inputs)
+        except (TimeoutError, RequestTimeout):
+            return _timed_out(timeout)
+        except DriverError as exc:
+            return {"status": "failed", "error": {"code": type(exc).__name__, "message": str(exc)}}
+        runner.request_refresh()
+        return {"status": "succeeded", "output": output}
 
     async def _write(self, runner: DeviceRunner, writes: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         spec = runner.spec
@@ -181,22 +200,35 @@ class CommandRelay:
             if point is not None:
                 raw[name] = point.to_raw(value)
             elif name in spec.outputs:
-                output = spec.outputs[name]
-                raw[name] = bool(value) if output.table == "coil" else value
+                raw[name] = value
             else:
                 raise Rejected("not_bound", f"no point {name!r} on device {spec.id!r}")
-        if not runner.online:
-            return {"status": "failed", "error": {"code": "device_offline",
-                    "message": f"device {spec.id!r} is offline: {runner.last_error}"}}
+        offline = _offline(runner)
+        if offline is not None:
+            return offline
         try:
             async with asyncio.timeout(timeout):
                 async with runner.lock:
                     await runner.driver.write(raw)
         except (TimeoutError, RequestTimeout):
-            return {"status": "timeout", "error": {"code": "timeout",
-                    "message": f"no answer from the device within {timeout:g} s; the write may or may not have taken effect"}}
+            return _timed_out(timeout)
         except DriverError as exc:
             return {"status": "failed", "error": {"code": type(exc).__name__, "message": str(exc)}}
         runner.request_refresh()
         return {"status": "succeeded", "output": {}}
 
+
+def _offline(runner: DeviceRunner) -> dict[str, Any] | None:
+    if runner.online:
+        return None
+    return {"status": "failed", "error": {
+        "code": "device_offline",
+        "message": f"device {runner.spec.id!r} is offline: {runner.last_error}; nothing was sent",
+    }}
+
+
+def _timed_out(timeout: float) -> dict[str, Any]:
+    return {"status": "timeout", "error": {
+        "code": "timeout",
+        "message": f"no answer from the device within {timeout:g} s; it may or may not have taken effect",
+    }}

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from citytwin.drivers.fields import IntRange, PositiveFloat
-from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+from citytwin.drivers.registry import DRIVER_NAMES, binding_models
 from citytwin.gateway.yamlsrc import Located, YamlSyntaxError, load_yaml
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -70,8 +80,8 @@ class HubSection(Strict):
         return int(rest.rsplit(":", 1)[1]) if ":" in rest else 1883
 
 
-class PointConfig(ModbusPoint):
-    """A property's Modbus binding plus the gateway's transform: value = raw * scale + offset."""
+class Transform(BaseModel):
+    """The gateway's part of a point binding: value = raw * scale + offset, and a deadband."""
 
     scale: float = 1.0
     offset: float = 0.0
@@ -115,29 +125,67 @@ class WriteStep(Strict):
 
 
 class ServiceBinding(Strict):
-    writes: Annotated[list[WriteStep], Field(min_length=1)]
+    """A service is carried out by writes to points, or by one call of the driver's own kind."""
+
+    writes: list[WriteStep] = []
+    call: Any = None  # narrowed per driver to its call model
     timeout: PositiveSeconds = 5.0
+
+    @model_validator(mode="after")
+    def _writes_or_call(self) -> ServiceBinding:
+        if bool(self.writes) == (self.call is not None):
+            raise ValueError("needs either 'writes' (a non-empty list) or 'call', not both")
+        return self
 
 
 class DeviceConfig(Strict):
+    """Fields every device has; each driver narrows connection, points, outputs and services."""
+
     id: Annotated[str, Field(pattern=IDENT)]
     model: str
-    driver: Literal["modbus-tcp"]
-    connection: ModbusTcpConnection
+    driver: str
+    connection: Any
     poll_period: PositiveSeconds = 1.0
     reconnect_min: PositiveSeconds = 0.5
     reconnect_max: PositiveSeconds = 30.0
-    points: dict[str, PointConfig]
+    points: dict[str, Any]
     # write-only command points that are not model properties (start/stop coils)
-    outputs: dict[str, ModbusPoint] = {}
+    outputs: dict[str, Any] = {}
     events: list[EventTrigger] = []
     services: dict[str, ServiceBinding] = {}
+
+
+@cache
+def device_config_model(driver: str) -> type[DeviceConfig]:
+    """The device model for one driver, built from the driver's own binding models."""
+    models = binding_models(driver)
+    slug = driver.title().replace("-", "")
+    point = create_model(f"{slug}PointConfig", __base__=(models.point, Transform))
+    service: Any = ServiceBinding
+    if models.call is not None:
+        service = create_model(
+            f"{slug}ServiceBinding", __base__=ServiceBinding, call=(models.call | None, None)  # type: ignore[arg-type]
+        )
+    fields: dict[str, Any] = {
+        "driver": (Literal[driver], ...),
+        "connection": (models.connection, ...),
+        "points": (dict[str, point], ...),  # type: ignore[valid-type]
+        "outputs": (dict[str, models.point], {}),  # type: ignore[name-defined]
+        "services": (dict[str, service], {}),
+    }
+    return create_model(f"{slug}DeviceConfig", __base__=DeviceConfig, **fields)
+
+
+_ANY_DEVICE: Any = Annotated[
+    Union[tuple(device_config_model(name) for name in DRIVER_NAMES)],  # noqa: UP007
+    Field(discriminator="driver"),
+]
 
 
 class GatewayConfig(Strict):
     gateway: GatewaySection
     hub: HubSection = HubSection()
-    devices: list[DeviceConfig] = []
+    devices: list[_ANY_DEVICE] = []
 
     @field_validator("devices")
     @classmethod
@@ -191,10 +239,17 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _strip_tags(loc: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+    """Drop the discriminator pydantic inserts after ``devices[i]`` (the driver name)."""
+    if len(loc) > 2 and loc[0] == "devices" and isinstance(loc[1], int) and loc[2] in DRIVER_NAMES:
+        return loc[:2] + loc[3:]
+    return loc
+
+
 def issues_from_validation(exc: ValidationError, doc: Located) -> list[ConfigIssue]:
     issues = []
     for error in exc.errors():
-        loc = tuple(error["loc"])
+        loc = _strip_tags(tuple(error["loc"]))
         issues.append(
             ConfigIssue(
                 source=doc.source,

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from citytwin.drivers.modbus.binding import ModbusPoint
+from citytwin.drivers.registry import BindingModels, binding_models
 from citytwin.gateway.config import CONDITION, DeviceConfig, GatewayConfig, ServiceBinding
 from citytwin.thingmodels.errors import ModelError
 from citytwin.thingmodels.library import library_names, load_library_model
@@ -25,7 +26,6 @@ from citytwin.thingmodels.loader import load_model_json
 from citytwin.thingmodels.types import Checker, Kind, ThingModel
 
 Loc = tuple[Hashable, ...]
-WRITABLE_TABLES = {"coil", "holding_register"}
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt,
     "<=": operator.le, "==": operator.eq, "!=": operator.ne,
@@ -42,7 +42,9 @@ class PropertyPoint:
     offset: float
     deadband: float
     check: Checker
-    binding: ModbusPoint
+    binding: BaseModel  # the driver's own point binding
+    writable: bool
+    integer_raw: bool
     digits: int | None  # round engineering values to this many decimals (None: leave)
     significant: int | None  # or to this many significant digits (float32 sources)
 
@@ -63,12 +65,12 @@ class PropertyPoint:
         return value
 
     def to_raw(self, value: Any) -> Any:
-        if self.kind is Kind.BOOL or self.binding.table in ("coil", "discrete_input"):
+        if self.kind is Kind.BOOL:
             return bool(value)
         raw = (value - self.offset) / self.scale if (self.scale != 1.0 or self.offset) else value
-        if self.binding.type == "float32" or self.binding.type == "float64":
-            return float(raw)
-        return round(raw)
+        if self.integer_raw:
+            return round(raw)
+        return raw
 
 
 @dataclass(slots=True)
@@ -102,7 +104,7 @@ class DeviceSpec:
     config: DeviceConfig
     model: ThingModel
     points: dict[str, PropertyPoint]
-    outputs: dict[str, ModbusPoint]
+    outputs: dict[str, BaseModel]
     events: list[EventRule]
     services: dict[str, ServiceBinding]
 
@@ -110,8 +112,8 @@ class DeviceSpec:
     def id(self) -> str:
         return self.config.id
 
-    def driver_points(self) -> dict[str, ModbusPoint]:
-        bindings: dict[str, ModbusPoint] = {n: p.binding for n, p in self.points.items()}
+    def driver_points(self) -> dict[str, BaseModel]:
+        bindings: dict[str, BaseModel] = {n: p.binding for n, p in self.points.items()}
         bindings.update(self.outputs)
         return bindings
 
@@ -145,6 +147,7 @@ def compile_device(
     config: DeviceConfig, loc: Loc, base_dir: Path
 ) -> tuple[DeviceSpec | None, list[tuple[Loc, str]]]:
     issues: list[tuple[Loc, str]] = []
+    traits: BindingModels = binding_models(config.driver)
     try:
         model = resolve_model(config.model, base_dir)
     except ModelError as exc:
@@ -162,18 +165,20 @@ def compile_device(
         if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE):
             issues.append((loc + ("points", name), f"a {kind} property cannot be bound to a Modbus point"))
             continue
-        significant = 7 if point.type == "float32" else None
+        # the driver gets its own binding type, without the gateway's transform fields
+        binding = traits.point.model_validate(point.model_dump(include=set(traits.point.model_fields)))
+        significant = 7 if traits.float32(binding) else None
         digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
         points[name] = PropertyPoint(
-            name, kind, point.scale, point.offset, point.deadband, prop.check,
-            ModbusPoint.model_validate(point.model_dump(include=set(ModbusPoint.model_fields))),
+            name, kind, point.scale, point.offset, point.deadband, prop.check, binding,
+            traits.writable(binding), traits.integer_raw(binding),
             digits if digits else None, significant,
         )
-    for name in config.outputs:
+    for name, output_point in config.outputs.items():
         if name in config.points:
             issues.append((loc + ("outputs", name), f"{name!r} is already a property point"))
-        elif config.outputs[name].table not in WRITABLE_TABLES:
-            issues.append((loc + ("outputs", name, "table"), "an output must be a coil or holding_register"))
+        elif not traits.writable(output_point):
+            issues.append((loc + ("outputs", name), "an output must be a writable point"))
 
     events = []
     for index, trigger in enumerate(config.events):
@@ -204,12 +209,14 @@ def compile_device(
         if when is not None:
             events.append(EventRule(name, str(event.type), when, clear, output))
 
-    for name, binding in config.services.items():
+    for name, service_binding in config.services.items():
         service = model.services.get(name)
         if service is None:
             issues.append((loc + ("services", name), f"model {model.product_key} has no service {name!r}"))
             continue
-        for index, step in enumerate(binding.writes):
+        if service_binding.call is not None and traits.call is None:
+            issues.append((loc + ("services", name, "call"), f"driver {config.driver!r} has no callable operations; use 'writes'"))
+        for index, step in enumerate(service_binding.writes):
             step_loc = loc + ("services", name, "writes", index)
             fields = [f for _, f, _, _ in string.Formatter().parse(step.point) if f]
             for f in fields:
@@ -218,11 +225,11 @@ def compile_device(
             for target in _expand(step.point, fields, service.inputs):
                 if target in config.outputs:
                     continue
-                bound = config.points.get(target)
+                bound = points.get(target)
                 if bound is None:
                     issues.append((step_loc + ("point",), f"{target!r} is neither an output nor a bound property"))
-                elif bound.table not in WRITABLE_TABLES:
-                    issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only {bound.table}"))
+                elif not bound.writable:
+                    issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only point ({bound.binding})"))
             if isinstance(step.value, str) and step.value.startswith("$") and step.value[1:] not in service.inputs:
                 issues.append((step_loc + ("value",), f"service {name!r} has no input {step.value[1:]!r}"))
 

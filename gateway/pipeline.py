@@ -10,6 +10,7 @@ condition and re-arm when it falls (or when their ``clear`` condition holds).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,6 +90,10 @@ class DevicePipeline:
             self.emit("report", {"seq": self.twin.next_seq(), "ts": now, "properties": out})
         self._evaluate_events(now)
         return len(out)
+
+    def push(self, readings: Sequence[Reading]) -> None:
+        """Readings a driver received unasked (subscriptions, observe)."""
+        self.process(readings, time.time_ns() // 1_000_000)
 
     def _note_bad(self, name: str, reason: str) -> None:
         # log once per change of reason, never once per poll

@@ -89,7 +89,7 @@ def test_service_writing_a_read_only_table_and_unknown_event() -> None:
             .replace('value: $hz}', 'value: $hz}, {point: "level", value: 1}')
             .replace("event: high_level", "event: hihg_level"))
     errors = errors_of(text)
-    assert any("services.set_frequency.writes[1].point: 'level' is bound to a read-only input_register" in e for e in errors), errors
+    assert any("services.set_frequency.writes[1].point: 'level' is bound to a read-only point (table='input_register'" in e for e in errors), errors
     assert any("events[0].event: model citytwin.water.pump_station has no event 'hihg_level'" in e for e in errors), errors
 
 
