@@ -99,9 +99,15 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_sim_pump_station(args: argparse.Namespace) -> int:
     from citytwin.simulators.pump_station.server import serve
 
-    return _run_async(
-        _until_signal(_as_exit(serve(args.host, args.port, args.unit, args.speed, args.seed)))
-    )
+    async def many() -> None:
+        # a street of stations on consecutive ports, for demos and load tests
+        await asyncio.gather(*(
+            serve(args.host, args.port + i, args.unit, args.speed,
+                  None if args.seed is None else args.seed + i)
+            for i in range(args.count)
+        ))
+
+    return _run_async(_until_signal(_as_exit(many())))
 
 
 async def _as_exit(work: Coroutine[Any, Any, None]) -> int:
@@ -141,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     pump.add_argument("--unit", type=int, default=1)
     pump.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     pump.add_argument("--seed", type=int, default=None)
+    pump.add_argument("--count", type=int, default=1, help="run COUNT stations on ports PORT, PORT+1, …")
     pump.set_defaults(func=cmd_sim_pump_station)
 
     demo = sub.add_parser("demo", help="run the whole pump-station story on this machine")
