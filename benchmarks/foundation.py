@@ -117,7 +117,7 @@ async def measure(args: argparse.Namespace, hub_port: int, gateway: subprocess.P
         listener = asyncio.create_task(listen())
         # warm up: every device online and reporting
         deadline = time.monotonic() + 30
-        while reports < args.devices and time.monotonic() < deadline:
+        while reports < args.devices and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a counter
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)
         stats.reset()

@@ -77,8 +77,128 @@ def _modbus_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -
     return ModbusTcpDriver(connection, checked)
 
 
+def _modbus_rtu_models() -> BindingModels:
+    from citytwin.drivers.modbus.binding import ModbusRtuConnection
+
+    tcp = _modbus_tcp_models()
+    return tcp._replace(connection=ModbusRtuConnection)
+
+
+def _modbus_rtu_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.modbus.binding import ModbusPoint, ModbusRtuConnection
+
+    if not isinstance(connection, ModbusRtuConnection):
+        raise BindingError(
+            f"modbus-rtu needs a ModbusRtuConnection, not {type(connection).__name__}"
+        )
+    checked: dict[str, ModbusPoint] = {}
+    for name, point in points.items():
+        if not isinstance(point, ModbusPoint):
+            raise BindingError(f"point {name!r}: modbus-rtu needs a ModbusPoint binding")
+        checked[name] = point
+    try:
+        import serial  # noqa: F401  # pymodbus only warns later when pyserial is missing
+
+        from citytwin.drivers.modbus.rtu import ModbusRtuDriver
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"driver 'modbus-rtu' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17' 'pyserial>=3.5,<4'"
+        ) from exc
+    return ModbusRtuDriver(connection, checked)
+
+
+def _mqtt_models() -> BindingModels:
+    from citytwin.drivers.mqtt_device.binding import MqttCall, MqttConnection, MqttPoint
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, MqttPoint) and point.set is not None
+
+    return BindingModels(MqttConnection, MqttPoint, MqttCall, writable)
+
+
+def _mqtt_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.mqtt_device.binding import MqttConnection, MqttPoint
+
+    if not isinstance(connection, MqttConnection):
+        raise BindingError(f"mqtt needs an MqttConnection, not {type(connection).__name__}")
+    checked: dict[str, MqttPoint] = {}
+    for name, point in points.items():
+        if not isinstance(point, MqttPoint):
+            raise BindingError(f"point {name!r}: mqtt needs an MqttPoint binding")
+        checked[name] = point
+    try:
+        from citytwin.drivers.mqtt_device.driver import MqttDeviceDriver
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"driver 'mqtt' needs {exc.name}: pip install 'aiomqtt>=2.5,<3'") from exc
+    return MqttDeviceDriver(connection, checked)
+
+
+def _coap_models() -> BindingModels:
+    from citytwin.drivers.coap.binding import CoapCall, CoapConnection, CoapPoint
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, CoapPoint) and point.writable
+
+    return BindingModels(CoapConnection, CoapPoint, CoapCall, writable)
+
+
+def _coap_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.coap.binding import CoapConnection, CoapPoint
+
+    if not isinstance(connection, CoapConnection):
+        raise BindingError(f"coap needs a CoapConnection, not {type(connection).__name__}")
+    checked: dict[str, CoapPoint] = {}
+    for name, point in points.items():
+        if not isinstance(point, CoapPoint):
+            raise BindingError(f"point {name!r}: coap needs a CoapPoint binding")
+        checked[name] = point
+    try:
+        from citytwin.drivers.coap.driver import CoapDriver
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"driver 'coap' needs {exc.name}: pip install 'aiocoap>=0.4.17,<0.5' 'cbor2>=5.6,<7'"
+        ) from exc
+    return CoapDriver(connection, checked)
+
+
+def _opcua_models() -> BindingModels:
+    from citytwin.drivers.opcua.binding import INTEGER_TYPES, OpcUaCall, OpcUaConnection, OpcUaPoint
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, OpcUaPoint) and point.writable
+
+    def integer_raw(point: BaseModel) -> bool:
+        return isinstance(point, OpcUaPoint) and point.type in INTEGER_TYPES
+
+    def float32(point: BaseModel) -> bool:
+        return isinstance(point, OpcUaPoint) and point.type == "Float"
+
+    return BindingModels(OpcUaConnection, OpcUaPoint, OpcUaCall, writable, integer_raw, float32)
+
+
+def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.opcua.binding import OpcUaConnection, OpcUaPoint
+
+    if not isinstance(connection, OpcUaConnection):
+        raise BindingError(f"opcua needs an OpcUaConnection, not {type(connection).__name__}")
+    checked: dict[str, OpcUaPoint] = {}
+    for name, point in points.items():
+        if not isinstance(point, OpcUaPoint):
+            raise BindingError(f"point {name!r}: opcua needs an OpcUaPoint binding")
+        checked[name] = point
+    try:
+        from citytwin.drivers.opcua.driver import OpcUaDriver
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"driver 'opcua' needs {exc.name}: pip install 'asyncua>=2.1,<2.2'") from exc
+    return OpcUaDriver(connection, checked)
+
+
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
     "modbus-tcp": (_modbus_tcp_models, _modbus_tcp_driver),
+    "modbus-rtu": (_modbus_rtu_models, _modbus_rtu_driver),
+    "mqtt": (_mqtt_models, _mqtt_driver),
+    "coap": (_coap_models, _coap_driver),
+    "opcua": (_opcua_models, _opcua_driver),
 }
 DRIVER_NAMES: tuple[str, ...] = tuple(_DRIVERS)
 

@@ -3,7 +3,8 @@
 Start: open the twin store, restore twins, start the hub link, one supervised task per
 device and the housekeeping ticker (twin publication and persistence). Stop: stop polling,
 answer the commands already received, mark devices and the gateway offline on the hub,
-flush twins to disk, and close the store as a clean shutdown.
+flush twins to disk, and close the store as a clean shutdown. ``reload`` applies a changed
+config file to the running set of devices (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
+from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commands import CommandRelay
-from citytwin.gateway.config import GatewayConfig
+from citytwin.gateway.config import ConfigError, GatewayConfig
 from citytwin.gateway.devicespec import DeviceSpec
+from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
+from citytwin.gateway.metrics import GatewayMetrics
+from citytwin.gateway.outbox import Limits, Outbox
 from citytwin.gateway.pipeline import DevicePipeline
 from citytwin.gateway.store import TwinStore
 from citytwin.gateway.supervisor import DeviceRunner
@@ -30,16 +36,35 @@ TWIN_PUBLISH_INTERVAL = 1.0  # s; the retained twin document is republished at m
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, specs: dict[str, DeviceSpec]) -> None:
+    def __init__(
+        self, config: GatewayConfig, specs: dict[str, DeviceSpec], config_path: Path | None = None
+    ) -> None:
         self.config = config
-        self.specs = specs
-        self.hub = HubLink(config.hub, config.gateway.id, self._on_message)
+        self.specs = dict(specs)
+        self.config_path = config_path  # re-read by reload(); None: reload is not possible
+        data_dir = Path(config.gateway.data_dir)
+        box = config.outbox
+        self.outbox = Outbox(
+            data_dir / "outbox.db",
+            Limits(box.max_messages, box.max_bytes, box.max_age, box.replay_rate),
+            self._on_outbox_drop,
+        )
+        self.hub = HubLink(config.hub, config.gateway.id, self._on_message, self.outbox)
         self.store = TwinStore(Path(config.gateway.data_dir) / "twins.db")
         self.twins: dict[str, Twin] = {}
         self.runners: dict[str, DeviceRunner] = {}
         self.relay = CommandRelay(self.hub, self.runners, self._on_desired)
         self._tasks: list[asyncio.Task[Any]] = []
         self._twin_dirty: set[str] = set()
+        self.metrics = GatewayMetrics(config.gateway.id)
+        self.metrics.watch_hub(self.hub)
+        self.metrics.watch_outbox(self.outbox)
+        self.hub.metrics = self.relay.metrics = self.metrics
+        self.http = HttpApi(self, config.http) if config.http.enabled else None
+        self.started_ms = now_ms()
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stored: dict[str, dict[str, Any]] = {}
+        self._reload_lock = asyncio.Lock()
 
     def _on_message(self, message: Any) -> None:
         self.relay.handle(message)
@@ -47,43 +72,122 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         stored = await self.store.open()
         if not self.store.previous_run_clean:
-            log.warning("previous run did not shut down cleanly: twin versions and sequence numbers advanced")
-        topics = self.hub.topics
-        for device_id, spec in self.specs.items():
-            twin = Twin.restore(device_id, stored[device_id]) if device_id in stored else Twin(device_id)
-            twin.set_online(False, now_ms())
-            self.twins[device_id] = twin
-            pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
-            driver = create_driver(spec.config.driver, spec.config.connection, spec.driver_points())
-            # pushed readings (subscriptions, observe) take the same path as polled ones
-            driver.set_push_sink(pipeline.push)
-            self.runners[device_id] = DeviceRunner(
-                spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval
-            )
-            self.hub.send_state(topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
-            self._twin_dirty.add(device_id)
+            log.warning("previous run did not shut down cleanly: twin versions advanced past any it may have used")
+        await self.outbox.open()
+        self._stored = stored
         self._tasks.append(asyncio.create_task(self.hub.run(), name="hub"))
-        for device_id, runner in self.runners.items():
-            self._tasks.append(asyncio.create_task(runner.run(), name=f"device:{device_id}"))
+        for device_id, spec in list(self.specs.items()):
+            self._start_device(device_id, spec)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        if self.http is not None:
+            await self.http.start()
         log.info(
             "gateway %s started: %d device(s), hub %s, data in %s",
             self.config.gateway.id, len(self.specs), self.config.hub.url, self.config.gateway.data_dir,
         )
         return self
 
+    def _start_device(self, device_id: str, spec: DeviceSpec) -> None:
+        twin = self.twins.get(device_id)  # a device removed and added again keeps its twin
+        if twin is None:
+            stored = self._stored.get(device_id)
+            twin = Twin.restore(device_id, stored) if stored is not None else Twin(device_id)
+            self.twins[device_id] = twin
+        twin.set_online(False, now_ms())
+        pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
+        driver = create_driver(spec.config.driver, spec.config.connection, spec.driver_points())
+        # pushed readings (subscriptions, observe) take the same path as polled ones
+        driver.set_push_sink(pipeline.push)
+        runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval)
+        runner.metrics = self.metrics.device(device_id, spec.model.services)
+        self.specs[device_id] = spec
+        self.runners[device_id] = runner
+        self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
+        self._twin_dirty.add(device_id)
+        self._device_tasks[device_id] = asyncio.create_task(runner.run(), name=f"device:{device_id}")
+
+    async def _stop_device(self, device_id: str, reason: str) -> None:
+        """Stop polling, let a command in flight finish, close the link; the twin stays, offline."""
+        task = self._device_tasks.pop(device_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        runner = self.runners.pop(device_id)
+        del self.specs[device_id]
+        async with runner.lock:
+            try:
+                await runner.driver.close()
+            except DriverError as exc:
+                log.warning("%s: error while closing: %s", device_id, exc)
+        twin = self.twins[device_id]
+        twin.set_online(False, now_ms())
+        status = {"state": "offline", "ts": twin.status_ts, "reason": reason}
+        self.hub.send_state(self.hub.topics.device_status(device_id), status)
+        self._publish_twin(device_id)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file: start added devices, stop removed ones, restart changed ones.
+
+        A file that fails validation changes nothing. Changes outside ``devices`` need a
+        restart; they are reported and otherwise ignored.
+        """
+        if self.config_path is None:
+            return {"result": "unavailable", "errors": ["this gateway was not started from a config file"]}
+        async with self._reload_lock:
+            try:
+                config, specs = await asyncio.to_thread(prepare_file, self.config_path)
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    log.error("reload refused: %s", issue)
+                self.metrics.reloads.labels("refused").inc()
+                return {"result": "refused", "errors": [str(i) for i in exc.issues]}
+            old = {d: s.config for d, s in self.specs.items()}
+            removed = [d for d in old if d not in specs]
+            added = [d for d in specs if d not in old]
+            changed = [d for d in specs if d in old and specs[d].config != old[d]]
+            for device_id in removed:
+                await self._stop_device(device_id, "removed from the config")
+                self.metrics.forget_device(device_id)
+            for device_id in changed:
+                await self._stop_device(device_id, "restarting with a changed config")
+                self._start_device(device_id, specs[device_id])
+            for device_id in added:
+                self._start_device(device_id, specs[device_id])
+            restart = [name for name in ("gateway", "hub", "http", "outbox")
+                       if getattr(config, name, None) != getattr(self.config, name, None)]
+            self.config = self.config.model_copy(update={"devices": config.devices})
+            self.metrics.reloads.labels("applied").inc()
+            log.info("config reloaded from %s: added %s, removed %s, changed %s", self.config_path,
+                     added or "none", removed or "none", changed or "none")
+            if restart:
+                log.warning("config reload: changes to %s take effect only after a restart", ", ".join(restart))
+            return {"result": "applied", "added": added, "removed": removed, "changed": changed,
+                    "unchanged": sorted(set(old) & set(specs) - set(changed)), "restart_needed": restart}
+
     def _emitter(self, device_id: str) -> Any:
         topics = self.hub.topics
         report_topic = topics.report(device_id)
 
+        outbox = self.outbox
+        qos = self.config.hub.qos
+
         def emit(kind: str, payload: dict[str, Any]) -> None:
             if kind == "report":
-                self.hub.send(report_topic, payload)
+                outbox.append(device_id, report_topic, payload, qos, len(payload["properties"]))
             else:
-                self.hub.send(topics.event(device_id, kind.removeprefix("event:")), payload, qos=1)
+                outbox.append(device_id, topics.event(device_id, kind.removeprefix("event:")), payload, 1)
             self._twin_dirty.add(device_id)
 
         return emit
+
+    def _on_outbox_drop(self, dropped: dict[str, int]) -> None:
+        """Announce drops to the hub as a gateway event; live data keeps flowing."""
+        self.hub.send(
+            self.hub.topics.gateway_event("outbox_dropped"),
+            {"ts": now_ms(), "type": "alert",
+             "output": {"dropped": sum(dropped.values()), "devices": dropped,
+                        "dropped_total": self.outbox.stats.dropped}},
+            qos=1,
+        )
 
     def _on_status(self, spec: DeviceSpec, online: bool, reason: str | None) -> None:
         twin = self.twins[spec.id]
@@ -135,7 +239,10 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         log.info("gateway %s stopping", self.config.gateway.id)
+        if self.http is not None:
+            await self.http.close()
         hub_task, *others = self._tasks
+        others += self._device_tasks.values()
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
@@ -150,6 +257,7 @@ class Gateway:
         await self.hub.drain(timeout=3.0)
         hub_task.cancel()
         await asyncio.gather(hub_task, return_exceptions=True)
+        await self.outbox.close()
         await self.flush()
         await self.store.close()
         log.info("gateway %s stopped", self.config.gateway.id)

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from citytwin.gateway.config import ConfigError, GatewayConfig
@@ -72,8 +73,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         stop = _stop_on_signals()
-        async with Gateway(config, specs):
+        hup = asyncio.Event()  # SIGHUP reloads the config (installed early: its default would kill us)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
+        async with Gateway(config, specs, Path(args.config)) as gateway:
+
+            async def reload_on_hup() -> None:
+                while True:
+                    await hup.wait()
+                    hup.clear()
+                    await gateway.reload()
+
+            reloader = asyncio.create_task(reload_on_hup(), name="sighup")
             await stop.wait()
+            reloader.cancel()
+            await asyncio.gather(reloader, return_exceptions=True)
         return 0
 
     return _run_async(main())
@@ -154,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
     demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
     demo.set_defaults(func=cmd_demo)
+    from citytwin.gateway.hubcli import add_hub_commands
+    add_hub_commands(sub)
+    from citytwin.gateway.modelcli import add_model_commands
+    add_model_commands(sub)
+    from citytwin.gateway.opscli import add_ops_commands
+    add_ops_commands(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +21,9 @@ from citytwin.drivers.errors import DriverError, RequestTimeout
 from citytwin.gateway.hublink import HubLink, Received, now_ms
 from citytwin.gateway.supervisor import DeviceRunner
 from citytwin.gateway.topics import Incoming
+
+if TYPE_CHECKING:
+    from citytwin.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("citytwin.commands")
 
@@ -52,6 +55,7 @@ class Rejected(Exception):
 
 
 REQUESTS: dict[str, type[BaseModel]] = {"invoke": InvokeRequest, "set": SetRequest, "desired": DesiredRequest}
+_KIND_LABEL = {"invoke": "other", "set": "properties/set", "desired": "twin/desired"}  # metric label per kind
 
 
 class CommandRelay:
@@ -62,6 +66,7 @@ class CommandRelay:
         self._queues: dict[str, asyncio.Queue[tuple[Incoming, Received]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.counts: dict[str, int] = {}
+        self.metrics: GatewayMetrics | None = None
 
     def handle(self, message: Received) -> None:
         """Called by the hub link for every incoming message; never blocks."""
@@ -127,6 +132,8 @@ class CommandRelay:
         status = reply["status"]
         self.counts[status] = self.counts.get(status, 0) + 1
         elapsed = (asyncio.get_running_loop().time() - started) * 1000
+        if self.metrics is not None:
+            self.metrics.command(incoming.device, incoming.service or _KIND_LABEL[incoming.kind], status, elapsed / 1000)
         log.info(
             "command %s %s/%s -> %s (%.1f ms)%s",
             command_id, incoming.device, incoming.service or incoming.kind, status, elapsed,

@@ -43,6 +43,31 @@ class GatewaySection(Strict):
     flush_interval: PositiveSeconds = 1.0
 
 
+class OutboxSection(Strict):
+    """Store-and-forward bounds; beyond any of them the oldest messages are dropped and counted."""
+
+    max_messages: Annotated[int, IntRange(100, 1_000_000_000)] = 1_000_000
+    max_bytes: Annotated[int, IntRange(10_000, 1 << 50)] = 512 * 1024 * 1024
+    max_age: PositiveSeconds = 7 * 24 * 3600.0
+    # backlog replay after an outage, messages per second, so the hub is not flooded
+    replay_rate: PositiveSeconds = 2000.0
+
+
+class TlsSection(Strict):
+    """TLS to the broker (``mqtts://``); a client certificate makes it mutual TLS."""
+
+    ca_file: Path | None = None  # None: the system's trusted CAs
+    cert_file: Path | None = None
+    key_file: Path | None = None  # None: the key is in cert_file
+    insecure_skip_verify: bool = False  # for lab brokers only: no certificate or host name check
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSection:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file as well")
+        return self
+
+
 class HubSection(Strict):
     url: str = "mqtt://127.0.0.1:1883"
     protocol: Literal["5", "3.1.1"] = "5"
@@ -50,6 +75,7 @@ class HubSection(Strict):
     client_id: str | None = None
     username: str | None = None
     password: SecretStr | None = None
+    tls: TlsSection | None = None  # only with mqtts://, which uses TLS even without this section
     keepalive: Annotated[int, IntRange(5, 3600)] = 30
     qos: Literal[0, 1] = 1
     reconnect_min: PositiveSeconds = 0.5
@@ -66,18 +92,28 @@ class HubSection(Strict):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, value: str) -> str:
-        if not re.match(r"^mqtt://[^/:]+(:\d{1,5})?/?$", value):
-            raise ValueError("must look like mqtt://HOST:PORT")
+        if not re.match(r"^mqtts?://[^/:@]+(:\d{1,5})?/?$", value):
+            raise ValueError("must look like mqtt://HOST:PORT or mqtts://HOST:PORT (credentials go in username/password)")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> HubSection:
+        if self.tls is not None and not self.use_tls:
+            raise ValueError("tls needs an mqtts:// url")
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        return self.url.startswith("mqtts://")
 
     @property
     def host(self) -> str:
-        return self.url.removeprefix("mqtt://").rstrip("/").rsplit(":", 1)[0]
+        return self.url.split("://", 1)[1].rstrip("/").rsplit(":", 1)[0]
 
     @property
     def port(self) -> int:
-        rest = self.url.removeprefix("mqtt://").rstrip("/")
-        return int(rest.rsplit(":", 1)[1]) if ":" in rest else 1883
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return int(rest.rsplit(":", 1)[1]) if ":" in rest else (8883 if self.use_tls else 1883)
 
 
 class Transform(BaseModel):
@@ -182,9 +218,21 @@ _ANY_DEVICE: Any = Annotated[
 ]
 
 
+class HttpSection(Strict):
+    """The operations endpoint: /metrics, /health, /status, POST /reload (docs/operations.md)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback only unless you mean it; /reload answers loopback peers only
+    port: Annotated[int, IntRange(0, 65535)] = 9108
+    # /health fails when a device has had no successful poll for this long (at least 3 poll periods)
+    silent_after: PositiveSeconds = 60.0
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySection
     hub: HubSection = HubSection()
+    outbox: OutboxSection = OutboxSection()
+    http: HttpSection = HttpSection()
     devices: list[_ANY_DEVICE] = []
 
     @field_validator("devices")

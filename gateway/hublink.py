@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import orjson
@@ -24,8 +24,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from citytwin.gateway.backoff import Backoff
-from citytwin.gateway.config import HubSection
+from citytwin.gateway.config import HubSection, TlsSection
+from citytwin.gateway.mqtttls import TlsSetupError, client_context
+from citytwin.gateway.outbox import Outbox, Row
 from citytwin.gateway.topics import Topics
+
+if TYPE_CHECKING:
+    from citytwin.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("citytwin.hub")
 
@@ -39,6 +44,8 @@ class Outgoing:
     qos: int
     retain: bool = False
     response_correlation: bytes | None = None
+    points: int = 0  # properties carried, for the points-published metric
+    born: float = 0.0  # time.monotonic() when queued, for the backlog-age metric
 
 
 @dataclass(slots=True)
@@ -60,14 +67,18 @@ class HubLink:
         config: HubSection,
         gateway_id: str,
         on_message: Callable[[Received], Awaitable[None] | None],
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.gateway_id = gateway_id
         self.topics = Topics(config.prefix, gateway_id)
         self.on_message = on_message
+        self.outbox = outbox  # reports and events: durable, replayed after outages
         self.connected = False
         self.dropped = 0
         self.published = 0
+        self.points_published = 0
+        self.metrics: GatewayMetrics | None = None
         self._queue: collections.deque[Outgoing] = collections.deque()
         self._state: dict[str, bytes] = {}
         self._state_pending: dict[str, bytes] = {}
@@ -75,9 +86,12 @@ class HubLink:
         self._v5 = config.protocol == "5"
         self._connected_event = asyncio.Event()
         self._inflight = 0
+        self._outbox_inflight = 0
 
     # --- producer side (never blocks) -------------------------------------------------
-    def send(self, topic: str, payload: Any, qos: int | None = None, correlation: bytes | None = None) -> None:
+    def send(
+        self, topic: str, payload: Any, qos: int | None = None, correlation: bytes | None = None, points: int = 0
+    ) -> None:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         if len(self._queue) >= self.config.queue_limit:
             self._queue.popleft()
@@ -85,7 +99,8 @@ class HubLink:
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.warning("hub queue full (%d): dropped %d oldest messages so far",
                             self.config.queue_limit, self.dropped)
-        self._queue.append(Outgoing(topic, data, self.config.qos if qos is None else qos, False, correlation))
+        self._queue.append(Outgoing(topic, data, self.config.qos if qos is None else qos, False, correlation,
+                                    points, time.monotonic()))
         self._wake.set()
 
     def send_state(self, topic: str, payload: Any) -> None:
@@ -94,6 +109,13 @@ class HubLink:
         self._state[topic] = data
         self._state_pending[topic] = data
         self._wake.set()
+
+    def backlog(self) -> tuple[int, int, float]:
+        """(messages waiting, their payload bytes, age in seconds of the oldest); O(n), for scrapes."""
+        waiting = len(self._queue) + len(self._state_pending)
+        size = sum(len(m.payload) for m in self._queue) + sum(len(d) for d in self._state_pending.values())
+        age = time.monotonic() - self._queue[0].born if self._queue else 0.0
+        return waiting, size, age
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -106,9 +128,12 @@ class HubLink:
         """Wait until everything sent so far is acknowledged by the broker (or the timeout)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._queue or self._state_pending or self._inflight:
+        while (self._queue or self._state_pending or self._inflight or self._outbox_inflight
+               or (self.outbox is not None and self.connected and not self.outbox.idle)):
             if loop.time() >= deadline:
-                log.warning("hub: %d message(s) not delivered at shutdown", len(self._queue) + len(self._state_pending))
+                kept = f"; {self.outbox.depth} stored in the outbox for the next start" if self.outbox else ""
+                log.warning("hub: %d message(s) not delivered at shutdown%s",
+                            len(self._queue) + len(self._state_pending), kept)
                 return False
             await asyncio.sleep(0.01)
         return True
@@ -122,6 +147,13 @@ class HubLink:
             qos=1,
             retain=True,
         )
+        tls_context = None
+        if cfg.use_tls:
+            tls = cfg.tls or TlsSection()
+            try:
+                tls_context = client_context(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify)
+            except TlsSetupError as exc:  # logged as a failed attempt and retried, like a refused connection
+                raise aiomqtt.MqttError(f"TLS setup failed: {exc}") from None
         return aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -134,6 +166,7 @@ class HubLink:
             timeout=10,
             # Nagle + delayed ACK cost 40-90 ms per command round trip; paho never sets this
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            tls_context=tls_context,
         )
 
     async def run(self) -> None:
@@ -165,20 +198,30 @@ class HubLink:
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic in self.topics.subscriptions:
             await client.subscribe(topic, qos=1)
+        # subscribe first, then the current state (status, twins), then the backlog
         self._state_pending = dict(self._state)
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
+        while self._state_pending:
+            state = [Outgoing(t, d, 1, True) for t, d in self._state_pending.items()]
+            self._state_pending.clear()
+            await asyncio.gather(*(self._publish(client, m) for m in state))
         tasks = [
             asyncio.create_task(self._receive(client), name="hub-receive"),
             asyncio.create_task(self._drain(client), name="hub-drain"),
         ]
+        if self.outbox is not None:
+            await self.outbox.session_started()
+            tasks.append(asyncio.create_task(self._drain_outbox(client), name="hub-outbox"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.outbox is not None:
+                self.outbox.session_ended()
         for task in done:
             task.result()  # re-raise the error that ended the session
         raise aiomqtt.MqttError("message stream ended")
@@ -218,6 +261,7 @@ class HubLink:
                 await self._wake.wait()
                 continue
             self._inflight = len(batch)
+            started = time.perf_counter()
             try:
                 await asyncio.gather(*(self._publish(client, m) for m in batch))
             except BaseException:
@@ -231,6 +275,31 @@ class HubLink:
                 raise
             self._inflight = 0
             self.published += len(batch)
+            self.points_published += sum(m.points for m in batch)
+            if self.metrics is not None:
+                self.metrics.hub_published(time.perf_counter() - started)
+
+    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        """Publish stored reports and events; each is deleted from the outbox once acknowledged."""
+        assert self.outbox is not None
+        outbox = self.outbox
+        while True:
+            rows = await outbox.take(PUBLISH_WINDOW)
+            self._outbox_inflight = len(rows)
+            started = time.perf_counter()
+            try:
+                await asyncio.gather(*(self._publish_row(client, row) for row in rows))
+            finally:
+                self._outbox_inflight = 0
+            # unacknowledged rows stay stored and come back as backlog in the next session
+            outbox.ack(rows)
+            self.published += len(rows)
+            self.points_published += sum(row.points for row in rows)
+            if self.metrics is not None:
+                self.metrics.hub_published(time.perf_counter() - started)
+
+    async def _publish_row(self, client: aiomqtt.Client, row: Row) -> None:
+        await client.publish(row.topic, row.wire_payload(), qos=row.qos)
 
     async def _publish(self, client: aiomqtt.Client, m: Outgoing) -> None:
         properties = None

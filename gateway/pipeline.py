@@ -20,7 +20,8 @@ from citytwin.gateway.twins import Twin
 
 log = logging.getLogger("citytwin.pipeline")
 
-Emit = Callable[[str, dict[str, Any]], None]  # (kind: "report" | "event:<id>", payload)
+# (kind: "report" | "event:<id>", payload); the outbox adds the per-device "seq"
+Emit = Callable[[str, dict[str, Any]], None]
 
 GOOD, UNCERTAIN, BAD = Quality.GOOD.value, Quality.UNCERTAIN.value, Quality.BAD.value
 
@@ -87,7 +88,7 @@ class DevicePipeline:
         if twin_changes:
             self.twin.update_reported(twin_changes, now)
         if out:
-            self.emit("report", {"seq": self.twin.next_seq(), "ts": now, "properties": out})
+            self.emit("report", {"ts": now, "properties": out})
         self._evaluate_events(now)
         return len(out)
 
@@ -114,7 +115,7 @@ class DevicePipeline:
                     log.info("%s: event %s (%s) %s", self.spec.id, rule.event, rule.type, output)
                     self.emit(
                         f"event:{rule.event}",
-                        {"seq": self.twin.next_seq(), "ts": now, "type": rule.type, "output": output},
+                        {"ts": now, "type": rule.type, "output": output},
                     )
             else:
                 rearm = rule.clear.holds(values) if rule.clear else not rule.when.holds(values)

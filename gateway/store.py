@@ -2,9 +2,10 @@
 
 Twins are written in batches: the gateway flushes dirty twins every ``flush_interval``
 seconds and at shutdown. A crash can therefore lose the last interval of twin history; so
-that versions and sequence numbers never repeat after one, the store records whether the
-last run ended cleanly, and after an unclean end every counter jumps by ``CRASH_MARGIN``
-(far more changes than one flush interval can hold).
+that versions never repeat after one, the store records whether the last run ended cleanly,
+and after an unclean end every version jumps by ``CRASH_MARGIN`` (far more changes than one
+flush interval can hold). Sequence numbers need no such margin: the outbox stores them in
+the same transaction as the messages that carry them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ class TwinStore:
             doc = orjson.loads(blob)
             if not self.previous_run_clean:
                 doc["version"] = int(doc.get("version", 0)) + CRASH_MARGIN
-                doc["seq"] = int(doc.get("seq", 0)) + CRASH_MARGIN
             twins[device] = doc
         if not self.previous_run_clean and twins:
             # persist the advanced counters now, so a second crash cannot reuse them

@@ -12,13 +12,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import DriverError
 from citytwin.gateway.backoff import Backoff
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.pipeline import DevicePipeline
+
+if TYPE_CHECKING:
+    from citytwin.gateway.metrics import DeviceMetrics
 
 log = logging.getLogger("citytwin.device")
 
@@ -45,6 +48,8 @@ class DeviceRunner:
         self.last_error: str | None = None
         self.last_poll_ms = 0
         self.polls = 0
+        self.started_ms = now_ms()  # for health: a device that never answered is silent since then
+        self.metrics: DeviceMetrics | None = None
         self.lock = asyncio.Lock()  # serializes polls and command writes on the one link
         self._refresh = asyncio.Event()
 
@@ -56,6 +61,8 @@ class DeviceRunner:
         changed = online != self.online
         self.online = online
         self.last_error = reason
+        if self.metrics is not None:
+            self.metrics.set_online(online)
         if changed:
             if online:
                 log.info("%s: online", self.spec.id)
@@ -73,9 +80,14 @@ class DeviceRunner:
                 backoff.reset()
                 await self._poll_loop()
             except DriverError as exc:
+                if self.metrics is not None:
+                    self.metrics.read_error(type(exc).__name__)
                 self._set_online(False, f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # a bug must not stop the device for good, nor the gateway
-                log.exception("%s: unexpected error in device task", self.spec.id)
+                if self.metrics is not None:
+                    self.metrics.read_error("internal")
+                if self.last_error != f"internal error: {exc!r}":  # once per distinct failure, not per retry
+                    log.exception("%s: unexpected error in device task", self.spec.id)
                 self._set_online(False, f"internal error: {exc!r}")
             try:
                 async with self.lock:
@@ -106,14 +118,20 @@ class DeviceRunner:
 
     async def poll(self, full: bool = False) -> None:
         async with self.lock:
+            started = time.perf_counter()
             readings = await self.driver.read()
+            elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.polled(elapsed, readings)
         ts = now_ms()
         self.last_poll_ms = ts
         self.polls += 1
         if self.online is not True:
             self._set_online(True, None)
             full = True
-        self.pipeline.process(readings, ts, full)
+        reported = self.pipeline.process(readings, ts, full)
+        if self.metrics is not None:
+            self.metrics.reported(reported)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,9 @@ class Topics:
     def gateway_status(self) -> str:
         return f"{self.base}/status"
 
+    def gateway_event(self, event: str) -> str:
+        return f"{self.base}/events/{event}"
+
     def device_status(self, device: str) -> str:
         return f"{self.base}/{device}/status"
 

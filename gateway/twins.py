@@ -34,7 +34,6 @@ class Twin:
         "online",
         "reported",
         "reported_meta",
-        "seq",
         "status_ts",
         "version",
     )
@@ -47,15 +46,9 @@ class Twin:
         self.desired: dict[str, Any] = {}
         self.desired_meta: dict[str, int] = {}
         self.version = 0
-        self.seq = 0  # last sequence number used on the hub contract for this device
         self.online = False
         self.status_ts = 0
         self.dirty = False
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        self.dirty = True
-        return self.seq
 
     def update_reported(self, changes: Mapping[str, tuple[Any, int, str]], now: int) -> None:
         """Apply ``{property: (value, source ts, quality)}``; bumps the version once if anything changed."""
@@ -119,16 +112,13 @@ class Twin:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """What the store persists: the document plus the counters that must survive."""
-        doc = self.document()
-        doc["seq"] = self.seq
-        return doc
+        """What the store persists."""
+        return self.document()
 
     @classmethod
     def restore(cls, device_id: str, doc: Mapping[str, Any]) -> Twin:
         twin = cls(device_id)
         twin.version = int(doc.get("version", 0))
-        twin.seq = int(doc.get("seq", 0))
         twin.reported = dict(doc.get("reported", {}))
         meta = doc.get("metadata", {})
         twin.reported_meta = {

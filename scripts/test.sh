@@ -10,6 +10,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libmodbus 2>/dev/null || need+=(libmodbus-dev)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v coap-server-notls >/dev/null 2>&1 || command -v coap-server >/dev/null 2>&1 || need+=(libcoap3-bin)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -10,6 +10,8 @@ from itertools import pairwise
 from typing import Annotated, Any
 
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from citytwin.drivers.errors import BindingError
 from citytwin.drivers.fields import IntRange, PositiveFloat
 from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
@@ -22,7 +24,6 @@ from citytwin.drivers.modbus.codec import (
 )
 from citytwin.drivers.modbus.frames import frame_problem
 from citytwin.drivers.modbus.plan import ReadBlock, plan_reads
-from pydantic import BaseModel, ValidationError
 
 NUMERIC: tuple[PointType, ...] = (
     "uint16",

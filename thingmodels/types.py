@@ -3,6 +3,10 @@ compiled for its data type, so validating a value on the hot path is one closure
 
 Build models with ``loader.parse_model``; constructing these classes by hand skips every
 document check and requires compiled ``check``/``normalize`` callables from ``checks``.
+
+Two things ride along that the runtime never reads: ``ext``, the validated ``x-citytwin``
+extension block (semantic type, UCUM code, default, write-only), and ``written``, how the
+source document spelled the node, so that a TSL export reproduces the TSL it came from.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ Checker = Callable[[Any], str | None]
 Normalizer = Callable[[Any], Any]
 """Maps a value its checker accepted to the canonical form sent to devices (0/1 -> bool, ...)."""
 
+MODULE_SEPARATOR = ":"
+"""Joins a module and a feature identifier (``pump_1:frequency``), as TSL addresses the
+features of a custom module (function block)."""
+
 
 class Kind(enum.StrEnum):
     INT = "int"
@@ -29,6 +37,9 @@ class Kind(enum.StrEnum):
     DATE = "date"
     STRUCT = "struct"
     ARRAY = "array"
+
+
+NUMERIC_KINDS = frozenset({Kind.INT, Kind.FLOAT, Kind.DOUBLE})
 
 
 class AccessMode(enum.StrEnum):
@@ -45,6 +56,26 @@ class EventType(enum.StrEnum):
 class CallType(enum.StrEnum):
     SYNC = "sync"
     ASYNC = "async"
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """How a node was written: what a lossless re-export needs and the model does not carry.
+
+    ``at`` is the node's JSON pointer in its source document, ``keys`` the keys present,
+    ``extra`` the keys the model does not interpret (verbatim), ``literals`` a data type's
+    specs as written ("0" or 0), ``system`` a model's TSL default entries (post/set/get) as
+    (section, index, entry).
+    """
+
+    at: str = ""
+    keys: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    literals: Mapping[str, Any] = field(default_factory=dict)
+    system: tuple[tuple[str, int, Any], ...] = ()
+
+
+NOT_WRITTEN = Written()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +98,7 @@ class DataType:
     size: int | None = None
     item: DataType | None = None
     fields: tuple[Param, ...] = ()
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +110,8 @@ class Param:
     data_type: DataType
     check: Checker = field(compare=False, repr=False, kw_only=True)
     normalize: Normalizer = field(compare=False, repr=False, kw_only=True)
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +124,8 @@ class Property:
     description: str = ""
     check: Checker = field(compare=False, repr=False, kw_only=True)
     normalize: Normalizer = field(compare=False, repr=False, kw_only=True)
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
     @property
     def writable(self) -> bool:
@@ -103,6 +139,9 @@ class Event:
     type: EventType
     output: Mapping[str, Param]
     description: str = ""
+    required: bool = False
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,26 +152,64 @@ class Service:
     inputs: Mapping[str, Param]
     outputs: Mapping[str, Param]
     description: str = ""
+    required: bool = False
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
     product_key: str
     version: str | None = None
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """A custom module (TSL function block): another model's features under one prefix.
+
+    ``model`` holds the module's features with their own identifiers; the composed model
+    lists them again, qualified (``pump_1:frequency``). ``ref`` names the model it was made
+    from (a library name or a file), or is None when the features are written inline.
+    """
+
+    identifier: str
+    name: str
+    model: ThingModel
+    ref: str | None = None
+    description: str = ""
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ThingModel:
-    """One product's model; sections keep document order and are keyed by identifier."""
+    """One product's model; sections keep document order and are keyed by identifier.
+
+    With modules, each section lists the default module's features first, then every
+    module's features under qualified keys (``pump_1:frequency``), so the runtime checks a
+    module's values exactly like the default module's.
+    """
 
     profile: Profile
     properties: Mapping[str, Property]
     events: Mapping[str, Event]
     services: Mapping[str, Service]
+    modules: Mapping[str, Module] = field(default_factory=dict)
+    ext: Mapping[str, Any] = field(default_factory=dict, kw_only=True)
+    written: Written = field(default=NOT_WRITTEN, compare=False, repr=False, kw_only=True)
 
     @property
     def product_key(self) -> str:
         return self.profile.product_key
+
+    def own(self) -> tuple[dict[str, Property], dict[str, Event], dict[str, Service]]:
+        """The default module's features only (no module prefix)."""
+        return (
+            {k: v for k, v in self.properties.items() if MODULE_SEPARATOR not in k},
+            {k: v for k, v in self.events.items() if MODULE_SEPARATOR not in k},
+            {k: v for k, v in self.services.items() if MODULE_SEPARATOR not in k},
+        )
 
     def check_service_input(self, service_id: str, inputs: Mapping[str, Any]) -> list[str]:
         """Every problem with a service call's inputs, one message each; [] when valid."""

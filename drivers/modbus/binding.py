@@ -1,4 +1,4 @@
-"""Config models for a Modbus TCP device and its points.
+"""Config models for a Modbus device (TCP or RTU on a serial line) and its points.
 
 Imports pydantic (and the stdlib-only codec), never pymodbus, so that validating a
 config does not load protocol libraries. The models are meant to be subclassed: the
@@ -8,7 +8,7 @@ subclasses inherit ``extra="forbid"`` and the validators.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -34,6 +34,35 @@ class ModbusTcpConnection(BaseModel):
     """registers per read request; some devices accept fewer than the standard's 125"""
     max_bits: Annotated[int, IntRange(1, 2000)] = 2000
     """coils or discrete inputs per read request"""
+
+
+class ModbusRtuConnection(BaseModel):
+    """One device (``unit``) on a serial line; devices naming the same ``port`` share it.
+
+    Every device on one line must use the same serial settings: the line is opened once,
+    with the settings of the first device that connects.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: Annotated[str, Field(min_length=1)]
+    """the serial device, e.g. /dev/ttyUSB0"""
+    baudrate: Annotated[int, IntRange(50, 4_000_000)] = 19200
+    parity: Literal["N", "E", "O"] = "E"
+    """Modbus over serial line: even parity is the standard's default"""
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit: Annotated[int, IntRange(0, 247)] = 1
+    timeout: PositiveFloat = 1.0
+    """seconds to wait for the answer to one request"""
+    connect_timeout: PositiveFloat = 3.0
+    max_gap: Annotated[int, IntRange(0, 2000)] = 8
+    max_registers: Annotated[int, IntRange(1, 125)] = 125
+    max_bits: Annotated[int, IntRange(1, 2000)] = 2000
+
+
+ModbusLink = ModbusTcpConnection | ModbusRtuConnection
+"""The fields the shared request logic uses (unit, timeouts, request sizes) are in both."""
 
 
 class ModbusPoint(BaseModel):

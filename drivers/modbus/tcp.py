@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, cast
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
@@ -36,7 +36,7 @@ from citytwin.drivers.errors import (
     RequestTimeout,
     TransportError,
 )
-from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+from citytwin.drivers.modbus.binding import ModbusLink, ModbusPoint, ModbusTcpConnection
 from citytwin.drivers.modbus.codec import (
     BIT_TABLES,
     WRITABLE_TABLES,
@@ -61,7 +61,7 @@ EXCEPTION_NAMES: dict[int, str] = {
 _READ_FUNCTION = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 _PLAN_CACHE_SIZE = 64
 
-Call = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
 _Plan = tuple[tuple[ReadBlock, Call], ...]
 
 
@@ -128,13 +128,13 @@ class ModbusTcpDriver(Driver):
     ``connect()`` may be called again.
     """
 
-    def __init__(self, connection: ModbusTcpConnection, points: Mapping[str, ModbusPoint]) -> None:
+    def __init__(self, connection: ModbusLink, points: Mapping[str, ModbusPoint]) -> None:
         self._conn = connection
         self._points: dict[str, ModbusPoint] = dict(points)
-        self._peer = f"{connection.host}:{connection.port}"
+        self._peer = self._describe(connection)
         self._plan_all = self._plan(self._points)
         self._plans: dict[tuple[str, ...], _Plan] = {}
-        self._client: AsyncModbusTcpClient | None = None
+        self._client: ModbusBaseClient | None = None
         self._generation = 0  # bumped whenever a client is discarded: silences its hooks
         self._lock = asyncio.Lock()
         self._in_flight = False
@@ -148,11 +148,17 @@ class ModbusTcpDriver(Driver):
 
     # -- link -------------------------------------------------------------------------
 
+    @staticmethod
+    def _describe(connection: ModbusLink) -> str:
+        assert isinstance(connection, ModbusTcpConnection)
+        return f"{connection.host}:{connection.port}"
+
     async def connect(self) -> None:
         self._discard_client(ConnectionClosed("reconnecting"))
         self._generation += 1
         generation = self._generation
         conn = self._conn
+        assert isinstance(conn, ModbusTcpConnection)
         client = AsyncModbusTcpClient(
             conn.host,
             port=conn.port,

@@ -3,6 +3,9 @@
  *
  * Usage: slave PORT   (0 picks a free port). Prints "listening PORT" once it accepts
  * connections, then serves clients one after another, forever (SIGTERM stops it).
+ *        slave rtu DEVICE BAUD PARITY UNIT   (PARITY N, E or O; 8 data bits, 1 stop bit)
+ * serves the same map as RTU unit UNIT on a serial DEVICE; prints "ready DEVICE" once the
+ * line is open. Frames for other units are ignored, broken frames (bad CRC) skipped.
  *
  * Preloaded map; tests/modbus_peers.py (SLAVE_VALUES) mirrors it, keep both in step:
  *   coils 0..63             1 at 0, 2, 3, 10, 63
@@ -96,10 +99,37 @@ static void preload(modbus_mapping_t *map)
     put32(ir + 52, float_bits(3.14159274f), 1);
 }
 
+static int serve_rtu(const char *device, int baud, char parity, int unit)
+{
+    modbus_t *ctx = modbus_new_rtu(device, baud, parity, 8, 1);
+    modbus_mapping_t *map = modbus_mapping_new_start_address(0, 64, 0, 64, 0, 200, 0, 100);
+    if (ctx == NULL || map == NULL) {
+        fprintf(stderr, "slave: cannot allocate: %s\n", modbus_strerror(errno));
+        return 1;
+    }
+    preload(map);
+    if (modbus_set_slave(ctx, unit) == -1 || modbus_connect(ctx) == -1) {
+        fprintf(stderr, "slave: cannot open %s: %s\n", device, modbus_strerror(errno));
+        return 1;
+    }
+    printf("ready %s\n", device);
+    fflush(stdout);
+    for (;;) {
+        uint8_t query[MODBUS_RTU_MAX_ADU_LENGTH];
+        int rc = modbus_receive(ctx, query);
+        if (rc > 0)
+            modbus_reply(ctx, query, rc, map);
+        else if (rc == -1 && errno != EMBBADCRC && errno != EMBBADDATA && errno != ETIMEDOUT)
+            usleep(10000); /* the line is gone (pty peer closed): do not spin */
+    }
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[1], "rtu") == 0)
+        return serve_rtu(argv[2], atoi(argv[3]), argv[4][0], atoi(argv[5]));
     if (argc != 2) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT | %s rtu DEVICE BAUD PARITY UNIT\n", argv[0], argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill the slave */

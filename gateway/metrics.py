@@ -1,0 +1,230 @@
+"""The gateway's Prometheus metrics: one registry per gateway, never the process-wide default.
+
+Label cardinality is bounded by the config, never by traffic: series are per device (and per
+service of its thing model, and per error class), never per property, and a command for a
+device or service the gateway does not know is counted under ``other``. Counters that the
+runtime already keeps (messages published, drops) and live state (hub connected, backlog)
+are read at scrape time by a collector instead of being mirrored on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from citytwin.drivers.base import Quality, Reading
+
+OTHER = "other"  # the label value for a device or service this gateway does not know
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class HubState(Protocol):
+    """What the collector reads from the hub link at scrape time."""
+
+    connected: bool
+    published: int
+    points_published: int
+    dropped: int
+
+    def backlog(self) -> tuple[int, int, float]:
+        """(messages waiting, their bytes, age in seconds of the oldest)."""
+        ...
+
+
+class OutboxStats(Protocol):
+    dropped: int
+
+
+class OutboxState(Protocol):
+    """What the collector reads from the durable outbox at scrape time."""
+
+    @property
+    def stats(self) -> OutboxStats: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def oldest_age(self) -> float: ...
+
+
+def _version() -> str:
+    try:
+        return version("citytwin-gateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class DeviceMetrics:
+    """The series of one device, bound once so a poll costs no label lookups."""
+
+    def __init__(self, owner: GatewayMetrics, device: str) -> None:
+        self._owner = owner
+        self.device = device
+        self._online = owner.device_online.labels(device)
+        self._duration = owner.poll_duration.labels(device)
+        self._points = owner.points_read.labels(device)
+        self._last_ok = owner.last_success.labels(device)
+        self._reported = owner.points_reported.labels(device)
+        self._online.set(0)
+
+    def set_online(self, online: bool) -> None:
+        self._online.set(1 if online else 0)
+
+    def polled(self, seconds: float, readings: Sequence[Reading]) -> None:
+        """A successful read: its duration, its points, and each point that came back bad."""
+        self._duration.observe(seconds)
+        self._points.inc(len(readings))
+        self._last_ok.set(time.time())
+        bad = sum(1 for r in readings if r.quality is Quality.BAD)
+        if bad:
+            self._owner.read_errors.labels(self.device, "bad_point").inc(bad)
+
+    def read_error(self, reason: str) -> None:
+        """A read or connect that failed as a whole; ``reason`` is an error class name."""
+        self._owner.read_errors.labels(self.device, reason).inc()
+
+    def reported(self, points: int) -> None:
+        self._reported.inc(points)
+
+
+class GatewayMetrics:
+    def __init__(self, gateway_id: str, process: bool = True) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self._services: dict[str, frozenset[str]] = {}
+        self._hub: HubState | None = None
+        self._outbox: OutboxState | None = None
+        self._device_count = 0
+        self.device_online = Gauge(
+            "citytwin_device_online", "1 while the device answers its polls, else 0",
+            ["device"], registry=reg)
+        self.poll_duration = Histogram(
+            "citytwin_device_poll_duration_seconds", "Duration of one batched driver read",
+            ["device"], buckets=POLL_BUCKETS, registry=reg)
+        self.points_read = Counter(
+            "citytwin_device_points_read", "Points returned by successful reads (any quality)",
+            ["device"], registry=reg)
+        self.read_errors = Counter(
+            "citytwin_device_read_errors",
+            "Failed reads or connects by error class, and points read with bad quality (bad_point)",
+            ["device", "reason"], registry=reg)
+        self.last_success = Gauge(
+            "citytwin_device_last_success_timestamp_seconds", "Unix time of the last successful poll",
+            ["device"], registry=reg)
+        self.points_reported = Counter(
+            "citytwin_device_points_reported", "Properties handed to the hub link in reports",
+            ["device"], registry=reg)
+        self.publish_latency = Histogram(
+            "citytwin_hub_publish_latency_seconds",
+            "From handing a batch of messages to the MQTT client to the broker's acknowledgement",
+            buckets=PUBLISH_BUCKETS, registry=reg)
+        self.commands = Counter(
+            "citytwin_commands", "Commands by device, service and final status",
+            ["device", "service", "status"], registry=reg)
+        self.command_duration = Histogram(
+            "citytwin_command_duration_seconds", "From receipt of a command to its reply",
+            ["device", "service"], buckets=COMMAND_BUCKETS, registry=reg)
+        self.reloads = Counter(
+            "citytwin_config_reloads", "Config reloads by result (applied or refused)",
+            ["result"], registry=reg)
+        info = Gauge("citytwin_gateway_info", "Always 1; the gateway id and version as labels",
+                     ["gateway", "version"], registry=reg)
+        info.labels(gateway_id, _version()).set(1)
+        reg.register(_LiveCollector(self))
+        if process:
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+            GCCollector(registry=reg)
+
+    def watch_hub(self, hub: HubState) -> None:
+        self._hub = hub
+
+    def watch_outbox(self, outbox: OutboxState) -> None:
+        self._outbox = outbox
+
+    def device(self, device: str, services: Iterable[str]) -> DeviceMetrics:
+        self._services[device] = frozenset(services)
+        self._device_count = len(self._services)
+        return DeviceMetrics(self, device)
+
+    def forget_device(self, device: str) -> None:
+        """Drop a removed device's series, so dashboards do not show it forever."""
+        self._services.pop(device, None)
+        self._device_count = len(self._services)
+        for metric in (self.device_online, self.poll_duration, self.points_read, self.last_success,
+                       self.points_reported):
+            metric.remove(device)
+        for labelled in (self.read_errors, self.commands, self.command_duration):
+            labelled.remove_by_labels({"device": device})
+
+    def command(self, device: str, service: str, status: str, seconds: float) -> None:
+        """``service`` is a service id, or ``properties/set`` / ``twin/desired``."""
+        known = self._services.get(device)
+        if known is None:
+            device, service = OTHER, OTHER
+        elif service not in known and service not in ("properties/set", "twin/desired"):
+            service = OTHER
+        self.commands.labels(device, service, status).inc()
+        self.command_duration.labels(device, service).observe(seconds)
+
+    def hub_published(self, seconds: float) -> None:
+        self.publish_latency.observe(seconds)
+
+    def live(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("citytwin_gateway_devices", "Devices configured and running",
+                                value=self._device_count)
+        hub = self._hub
+        if hub is None:
+            return
+        messages, size, age = hub.backlog()
+        yield GaugeMetricFamily("citytwin_hub_connected", "1 while the MQTT session to the hub is up",
+                                value=1 if hub.connected else 0)
+        yield CounterMetricFamily("citytwin_hub_messages_published",
+                                  "Messages acknowledged by the broker (QoS 1) or written (QoS 0)",
+                                  value=hub.published)
+        yield CounterMetricFamily("citytwin_hub_points_published",
+                                  "Properties carried by the reports the broker accepted",
+                                  value=hub.points_published)
+        # the hub link's own in-memory queue: retained state, replies, and (without an outbox) data
+        yield GaugeMetricFamily("citytwin_hub_queue_messages", "Messages in the hub link's memory queue",
+                                value=messages)
+        yield CounterMetricFamily("citytwin_hub_queue_dropped",
+                                  "Messages dropped, oldest first, from the hub link's full memory queue",
+                                  value=hub.dropped)
+        box = self._outbox
+        if box is not None:
+            messages, size, age, dropped = box.depth, box.bytes, box.oldest_age, box.stats.dropped
+        else:
+            dropped = hub.dropped
+        yield GaugeMetricFamily("citytwin_outbox_messages", "Reports and events waiting for the hub",
+                                value=messages)
+        yield GaugeMetricFamily("citytwin_outbox_bytes", "Payload bytes waiting for the hub",
+                                value=size)
+        yield GaugeMetricFamily("citytwin_outbox_oldest_age_seconds",
+                                "Age of the oldest message waiting for the hub (0 when empty)",
+                                value=age)
+        yield CounterMetricFamily("citytwin_outbox_dropped",
+                                  "Messages dropped, oldest first, because the outbox hit a limit",
+                                  value=dropped)
+
+
+class _LiveCollector:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._metrics.live())

@@ -1,0 +1,1 @@
+"""Street sensors over CoAP: an air-quality station and a manhole level sensor."""
