@@ -13,7 +13,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,23 +109,14 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sim_pump_station(args: argparse.Namespace) -> int:
-    from citytwin.simulators.pump_station.server import serve
+def run_until_signal(work: Callable[[], Awaitable[None]]) -> int:
+    """Run a long-lived coroutine (a simulator) until SIGINT/SIGTERM."""
 
-    async def many() -> None:
-        # a street of stations on consecutive ports, for demos and load tests
-        await asyncio.gather(*(
-            serve(args.host, args.port + i, args.unit, args.speed,
-                  None if args.seed is None else args.seed + i)
-            for i in range(args.count)
-        ))
+    async def main() -> int:
+        await work()
+        return 0
 
-    return _run_async(_until_signal(_as_exit(many())))
-
-
-async def _as_exit(work: Coroutine[Any, Any, None]) -> int:
-    await work
-    return 0
+    return _run_async(_until_signal(main()))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -152,16 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema = config_sub.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=cmd_config_schema)
 
-    sim = sub.add_parser("sim", help="run a device simulator")
-    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
-    pump = sim_sub.add_parser("pump-station", help="pump station PLC over Modbus TCP")
-    pump.add_argument("--host", default="127.0.0.1")
-    pump.add_argument("--port", type=int, default=5020)
-    pump.add_argument("--unit", type=int, default=1)
-    pump.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    pump.add_argument("--seed", type=int, default=None)
-    pump.add_argument("--count", type=int, default=1, help="run COUNT stations on ports PORT, PORT+1, …")
-    pump.set_defaults(func=cmd_sim_pump_station)
+    from citytwin.gateway.simcli import add_sim_commands
+
+    add_sim_commands(sub)
 
     demo = sub.add_parser("demo", help="run the whole pump-station story on this machine")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")

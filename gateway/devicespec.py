@@ -163,7 +163,7 @@ def compile_device(
             continue
         kind = prop.data_type.type
         if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE):
-            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to a Modbus point"))
+            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to a driver point"))
             continue
         # the driver gets its own binding type, without the gateway's transform fields
         binding = traits.point.model_validate(point.model_dump(include=set(traits.point.model_fields)))
