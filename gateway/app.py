@@ -18,6 +18,9 @@ from typing import Any
 from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.bootstrap import prepare_file
+from citytwin.gateway.access import Access
+from citytwin.gateway.audit import AuditLog
+from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig
 from citytwin.gateway.devicespec import DeviceSpec
@@ -53,7 +56,13 @@ class Gateway:
         self.store = TwinStore(Path(config.gateway.data_dir) / "twins.db")
         self.twins: dict[str, Twin] = {}
         self.runners: dict[str, DeviceRunner] = {}
-        self.relay = CommandRelay(self.hub, self.runners, self._on_desired)
+        self.command_log = CommandLog(data_dir / "commands.db", config.commands.retention)
+        self.audit = AuditLog(data_dir / "audit.log")
+        self.access = Access(config.access, {})
+        self.relay = CommandRelay(
+            self.hub, self.runners, self.twins, self._publish_twin,
+            self.command_log, self.access, self.audit, config.commands,
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._twin_dirty: set[str] = set()
         self.metrics = GatewayMetrics(config.gateway.id)
@@ -74,10 +83,13 @@ class Gateway:
         if not self.store.previous_run_clean:
             log.warning("previous run did not shut down cleanly: twin versions advanced past any it may have used")
         await self.outbox.open()
+        await self.audit.open()
+        interrupted = await self.command_log.open()
         self._stored = stored
         self._tasks.append(asyncio.create_task(self.hub.run(), name="hub"))
         for device_id, spec in list(self.specs.items()):
             self._start_device(device_id, spec)
+        self.relay.report_interrupted(interrupted)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if self.http is not None:
             await self.http.start()
@@ -101,6 +113,7 @@ class Gateway:
         runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval)
         runner.metrics = self.metrics.device(device_id, spec.model.services)
         self.specs[device_id] = spec
+        self.access.groups[device_id] = set(spec.config.groups)
         self.runners[device_id] = runner
         self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
         self._twin_dirty.add(device_id)
@@ -198,12 +211,6 @@ class Gateway:
         self.hub.send_state(self.hub.topics.device_status(spec.id), status)
         self._publish_twin(spec.id)
 
-    def _on_desired(self, device_id: str, patch: dict[str, Any]) -> int:
-        twin = self.twins[device_id]
-        twin.patch_desired(patch, now_ms())
-        self._publish_twin(device_id)
-        return twin.version
-
     def _publish_twin(self, device_id: str) -> None:
         self._twin_dirty.discard(device_id)
         self.hub.send_state(self.hub.topics.twin(device_id), self.twins[device_id].document())
@@ -247,6 +254,8 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self.relay.close()
+        await self.command_log.close()
+        await self.audit.close()
         ts = now_ms()
         for device_id, runner in self.runners.items():
             self.twins[device_id].set_online(False, ts)

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_commands(sub)
 
+    from citytwin.gateway.auditcli import add_audit_commands
+
+    add_audit_commands(sub)
+
     demo = sub.add_parser("demo", help="run the whole pump-station story on this machine")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
     demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")

@@ -160,6 +160,12 @@ class WriteStep(Strict):
     value: Any
 
 
+class MaxChange(Strict):
+    input: str
+    property: str  # may use {input} templates, e.g. pump{pump}_frequency_setpoint
+    limit: Annotated[float, Field(gt=0)]
+
+
 class ServiceBinding(Strict):
     """A service is carried out by writes to points, or by one call of the driver's own kind."""
 
@@ -171,6 +177,39 @@ class ServiceBinding(Strict):
     def _writes_or_call(self) -> ServiceBinding:
         if bool(self.writes) == (self.call is not None):
             raise ValueError("needs either 'writes' (a non-empty list) or 'call', not both")
+        return self
+
+
+class Interlock(Strict):
+    """A rule checked before a service runs; a violated rule rejects the command and names itself.
+
+    Exactly one of: ``require`` (a condition on current reported values that must hold; point
+    names may use ``{input}`` templates), ``max_per_hour`` (succeeded calls in the last hour,
+    counted per value of ``per_input`` when given), ``min_interval`` (seconds since the last
+    succeeded call of any of ``services``, per ``per_input`` when given), ``max_change``
+    (``|input - current property| <= limit``: ramps and steps).
+    """
+
+    services: Annotated[list[str], Field(min_length=1)]
+    require: str | None = None
+    max_per_hour: Annotated[int, IntRange(1, 1_000_000)] | None = None
+    min_interval: PositiveSeconds | None = None
+    max_change: MaxChange | None = None
+    per_input: str | None = None
+    message: str | None = None
+
+    @field_validator("require")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        if value is not None and not CONDITION.match(value.replace("{", "").replace("}", "")):
+            raise ValueError("must look like 'PROPERTY OP VALUE' with OP one of > >= < <= == !=")
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Interlock:
+        rules = [self.require, self.max_per_hour, self.min_interval, self.max_change]
+        if sum(r is not None for r in rules) != 1:
+            raise ValueError("needs exactly one of require, max_per_hour, min_interval, max_change")
         return self
 
 
@@ -189,6 +228,8 @@ class DeviceConfig(Strict):
     outputs: dict[str, Any] = {}
     events: list[EventTrigger] = []
     services: dict[str, ServiceBinding] = {}
+    interlocks: list[Interlock] = []
+    groups: list[str] = []  # device groups named in access grants
 
 
 @cache
@@ -228,10 +269,41 @@ class HttpSection(Strict):
     silent_after: PositiveSeconds = 60.0
 
 
+Role = Literal["none", "viewer", "operator", "admin"]
+
+
+class Grant(Strict):
+    """Who may do what where: viewers read twins, operators also invoke services and set
+    properties, admins also change desired state. Deny by default."""
+
+    operators: Annotated[list[str], Field(min_length=1)]  # names, or "*" for any identified operator
+    role: Literal["viewer", "operator", "admin"]
+    devices: list[str] = ["*"]  # device ids, "group:NAME", or "*"
+    services: list[str] = ["*"]  # services (and properties, for sets) this grant covers
+
+
+class AccessSection(Strict):
+    # where the operator's name comes from: the MQTT 5 user property "operator" set by the hub,
+    # and/or the payload's "operator" field (trust it only when broker ACLs restrict who publishes)
+    identity: list[Literal["user_property", "payload"]] = ["user_property"]
+    anonymous: Role = "none"  # role of a command that names no operator
+    grants: list[Grant] = []
+
+
+class CommandsSection(Strict):
+    # how long command ids are remembered (a repeated id within it gets the first reply)
+    retention: PositiveSeconds = 7 * 24 * 3600.0
+    # desired-state documents beyond these are refused
+    max_desired_bytes: Annotated[int, IntRange(64, 1_000_000)] = 16_384
+    max_desired_depth: Annotated[int, IntRange(1, 32)] = 6
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySection
     hub: HubSection = HubSection()
     outbox: OutboxSection = OutboxSection()
+    access: AccessSection = AccessSection()
+    commands: CommandsSection = CommandsSection()
     http: HttpSection = HttpSection()
     devices: list[_ANY_DEVICE] = []
 

@@ -27,6 +27,7 @@ from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 log = logging.getLogger("citytwin.demo")
 DEVICE = "pump-station-1"
+OPERATOR = "demo-operator"
 
 
 def free_port() -> int:
@@ -55,6 +56,10 @@ def demo_config(hub_url: str, protocol: str, sim_port: int, data_dir: Path) -> s
     doc = yaml.safe_load(text)
     doc["gateway"]["data_dir"] = str(data_dir)
     doc["hub"].update({"url": hub_url, "protocol": protocol, "snapshot_interval": 10})
+    # MQTT 3.1.1 carries no user properties: the operator names itself in the payload
+    doc["access"]["identity"] = ["user_property", "payload"]
+    doc["access"]["grants"].append({"operators": [OPERATOR], "role": "operator"})
+    doc.setdefault("http", {})["enabled"] = False
     device = doc["devices"][0]
     device["connection"]["port"] = sim_port
     device["poll_period"] = 0.5
@@ -117,7 +122,7 @@ class Operator:
         sent = time.perf_counter()
         await self.client.publish(
             f"{self.base}/{DEVICE}/services/{service}/invoke",
-            orjson.dumps({"id": command_id, "input": inputs}), qos=1,
+            orjson.dumps({"id": command_id, "input": inputs, "operator": OPERATOR}), qos=1,
         )
         reply = await asyncio.wait_for(future, 10)
         rtt = (time.perf_counter() - sent) * 1000

@@ -26,7 +26,7 @@ from citytwin.thingmodels.loader import load_model_json
 from citytwin.thingmodels.types import Checker, Kind, ThingModel
 
 Loc = tuple[Hashable, ...]
-OPS: dict[str, Callable[[Any, Any], bool]] = {
+CONDITION_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt,
     "<=": operator.le, "==": operator.eq, "!=": operator.ne,
 }
@@ -136,11 +136,16 @@ def resolve_model(ref: str, base_dir: Path) -> ThingModel:
     return load_model_json(path.read_text(encoding="utf-8"), str(path))
 
 
+def parse_literal(text: str) -> Any:
+    """The value side of a condition, as YAML reads it (numbers, true/false, strings)."""
+    return yaml.safe_load(text)
+
+
 def _condition(text: str) -> Condition:
     match = CONDITION.match(text)
     assert match is not None  # validated by the config schema
     prop, op, literal = match.groups()
-    return Condition(prop, OPS[op], yaml.safe_load(literal), text)
+    return Condition(prop, CONDITION_OPS[op], parse_literal(literal), text)
 
 
 def compile_device(

@@ -254,9 +254,8 @@ async def request(
         topic = t.property_set(device)
     elif kind == "desired":
         topic = t.desired(device)
-    else:  # TODO(lead): Topics.twin_get; until it lands the contract's spelling is kept here
-        twin_get = getattr(t, "twin_get", None)
-        topic = twin_get(device) if twin_get is not None else f"{t.twin(device)}/get"
+    else:
+        topic = t.twin_get(device)
     command: dict[str, Any] = {"id": f"cli-{secrets.token_hex(8)}", **body}
     if getattr(args, "dry_run", False):
         command["dry_run"] = True
@@ -394,6 +393,9 @@ def cmd_hub(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"citytwin hub: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if options.operator and options.protocol != "5" and not options.operator_in_payload:
+        print("citytwin hub: MQTT 3.1.1 has no user properties: --operator is not sent "
+              "(add --operator-in-payload if the gateway trusts the payload)", file=sys.stderr)
 
     async def main() -> int:
         async with HubSession(options) as session:

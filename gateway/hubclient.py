@@ -255,7 +255,7 @@ class HubSession:
         command_id = str(body["id"])
         replies_topic = Topics(self.options.prefix, gateway).replies(device)
         await self.subscribe(replies_topic, *([self.reply_topic] if self.v5 else []))
-        if self.options.operator and (self.options.operator_in_payload or not self.v5):
+        if self.options.operator and self.options.operator_in_payload:
             body = {**body, "operator": self.options.operator}
         properties = None
         if self.v5:

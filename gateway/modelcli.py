@@ -19,10 +19,13 @@ from citytwin.thingmodels.library import (
     library_text,
     load_library_model,
 )
-from citytwin.thingmodels.loader import Resolver
-from citytwin.thingmodels.positions import DocumentSyntaxError, parse_document
+from citytwin.thingmodels.loader import Resolver, check_model
+from citytwin.thingmodels.positions import DocumentSyntaxError, ParsedDocument, parse_document
+from citytwin.thingmodels.rules import Severity
+from citytwin.thingmodels.tsl import Loss, from_tsl, is_module_document, to_document, to_tsl
 from citytwin.thingmodels.types import ThingModel
-from citytwin.thingmodels.validator import Report, validate_text
+from citytwin.thingmodels.validator import Finding, Report, locate, validate_parsed, validate_text
+from citytwin.thingmodels.wot import HubBinding, TmImportError, from_tm, to_td, to_tm
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -167,6 +170,130 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tm_resolver(base_dir: Path) -> Any:
+    def resolve(href: str) -> Mapping[str, Any]:
+        path = base_dir / href
+        try:
+            data = parse_document(read_text(str(path)), str(path)).data
+        except (Unreadable, DocumentSyntaxError) as exc:
+            raise LookupError(str(exc)) from None
+        if not isinstance(data, Mapping):
+            raise LookupError(f"{path} is not a JSON object")
+        return data
+
+    return resolve
+
+
+def _load_for_convert(args: argparse.Namespace) -> tuple[ThingModel | None, list[Finding], list[Loss]]:
+    """Read the inputs (TSL with module documents, ours, or a WoT Thing Model) into a model."""
+    parsed: list[tuple[str, ParsedDocument]] = []
+    for name in args.inputs:
+        text = read_text(name)
+        try:
+            parsed.append((name, parse_document(text, name)))
+        except DocumentSyntaxError as exc:
+            where = exc.position
+            return None, [Finding(name, where.line, where.column, "", exc.rule, Severity.ERROR, exc.message)], []
+    first_name, first = parsed[0]
+    base = Path(first_name).parent
+    data = first.data
+    if isinstance(data, Mapping) and "@context" in data:
+        placeholders = dict(item.split("=", 1) for item in args.set)
+        try:
+            doc, losses = from_tm(data, _tm_resolver(base), placeholders, args.product_key)
+        except TmImportError as exc:
+            return None, [Finding(first_name, 1, 1, "", "value-type", Severity.ERROR, str(exc))], []
+        model, issues = check_model(doc, file_resolver(base))
+        findings = [Finding(first_name, 0, 0, i.pointer, i.rule or "value-type", Severity.ERROR,
+                            f"{i.message} (in the converted model)") for i in issues]
+        return (model if not issues else None), findings, losses
+    modules = [d for _, p in parsed if isinstance((d := p.data), Mapping) and is_module_document(d)]
+    mains = [(n, p) for n, p in parsed if not (isinstance(p.data, Mapping) and is_module_document(p.data))]
+    if len(mains) != 1:
+        message = "give one model document and, for TSL, its module documents (with functionBlockId)"
+        return None, [Finding(first_name, 1, 1, "", "document-type", Severity.ERROR, message)], []
+    main_name, main = mains[0]
+    if not modules:
+        report = validate_parsed(main, main_name, file_resolver(Path(main_name).parent))
+        return report.model, report.errors, []
+    doc = from_tsl(main.data, modules)
+    model, issues = check_model(doc, file_resolver(Path(main_name).parent))
+    return (model if not issues else None), locate(issues, main, main_name), []
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        model, findings, losses = _load_for_convert(args)
+    except Unreadable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    if model is None:
+        if args.format == "json":
+            print(json.dumps({"valid": False, "findings": [f.as_dict() for f in findings]}, ensure_ascii=False, indent=2))
+        for finding in findings:
+            print(finding, file=sys.stderr)
+        return EXIT_INVALID
+    documents: dict[str, Any] = {}
+    if args.to == "tsl":
+        export = to_tsl(model)
+        documents["main"] = export.main
+        documents.update(export.modules)
+        losses += export.losses
+    elif args.to == "citytwin":
+        documents["main"] = to_document(model)
+    elif args.to == "wot-tm":
+        documents["main"], lost = to_tm(model)
+        losses += lost
+    else:
+        binding = HubBinding(args.broker, args.prefix, args.gateway, args.device or model.product_key.replace(".", "-"),
+                             secured=not args.nosec)
+        documents["main"], lost = to_td(model, binding)
+        losses += lost
+    written: list[str] = []
+    if args.output:
+        out = Path(args.output)
+        for key, doc in documents.items():
+            target = out if key == "main" else out.with_name(f"{out.stem}.{key}{out.suffix or '.json'}")
+            target.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            written.append(str(target))
+    if args.format == "json":
+        print(json.dumps({"valid": True, "documents": documents, "written": written,
+                          "losses": [{"pointer": x.pointer, "what": x.what} for x in losses]},
+                         ensure_ascii=False, indent=2))
+    else:
+        if not args.output:
+            body: Any = documents["main"] if len(documents) == 1 else list(documents.values())
+            print(json.dumps(body, ensure_ascii=False, indent=2))
+        for path in written:
+            print(f"wrote {path}", file=sys.stderr)
+        for loss in losses:
+            print(f"loss: {loss}", file=sys.stderr)
+        print(f"{len(losses)} thing(s) the {args.to} format cannot express (listed above)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check_binding(args: argparse.Namespace) -> int:
+    from citytwin.gateway.bindingcheck import (
+        check_binding_text,  # loads the gateway's config models
+    )
+
+    try:
+        text = read_text(args.config)
+    except Unreadable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    findings = check_binding_text(text, args.config, Path(args.config).parent)
+    if args.format == "json":
+        doc = {"file": args.config, "valid": not findings, "findings": [f.as_dict() for f in findings]}
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        for finding in findings:
+            print(finding)
+        if not findings:
+            print(f"{args.config}: OK")
+    return EXIT_INVALID if findings else EXIT_OK
+
+
 def add_model_commands(subparsers: Any) -> None:
     """Register ``model`` and its actions on the top-level ``citytwin`` subparsers."""
     model = subparsers.add_parser("model", help="validate, lint, convert and browse thing models")
@@ -186,6 +313,27 @@ def add_model_commands(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="list the bundled standard models")
     listing.add_argument("--format", choices=["text", "json"], default="text")
     listing.set_defaults(func=cmd_list)
+
+    convert = sub.add_parser("convert", help="convert between TSL, our format and W3C WoT TM/TD")
+    convert.add_argument("inputs", nargs="+", metavar="IN",
+                         help="a model (ours or TSL; for TSL also its module documents) or a WoT Thing Model")
+    convert.add_argument("--to", required=True, choices=["tsl", "citytwin", "wot-tm", "wot-td"])
+    convert.add_argument("-o", "--output", help="write here (TSL modules go beside it as OUT.<module>.json)")
+    convert.add_argument("--format", choices=["text", "json"], default="text")
+    convert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                         help="a Thing Model placeholder's value")
+    convert.add_argument("--product-key", help="product key for a model imported from a Thing Model")
+    convert.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="TD: the hub broker")
+    convert.add_argument("--prefix", default="citytwin/v1", help="TD: the hub topic prefix")
+    convert.add_argument("--gateway", default="gateway", help="TD: the gateway id")
+    convert.add_argument("--device", help="TD: the device id (default: from the product key)")
+    convert.add_argument("--nosec", action="store_true", help="TD: the broker takes no credentials")
+    convert.set_defaults(func=cmd_convert)
+
+    check = sub.add_parser("check-binding", help="check a gateway config's device bindings against their models")
+    check.add_argument("config", metavar="CONFIG")
+    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.set_defaults(func=cmd_check_binding)
 
     show = sub.add_parser("show", help="print a bundled model (its JSON, or a summary)")
     show.add_argument("name")

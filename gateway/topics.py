@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 
 class Incoming(NamedTuple):
-    kind: str  # "invoke" | "set" | "desired"
+    kind: str  # "invoke" | "set" | "desired" | "get"
     device: str
     service: str | None
 
@@ -46,9 +46,12 @@ class Topics:
     def desired(self, device: str) -> str:
         return f"{self.base}/{device}/twin/desired"
 
+    def twin_get(self, device: str) -> str:
+        return f"{self.base}/{device}/twin/get"
+
     @property
     def subscriptions(self) -> list[str]:
-        return [self.invoke("+", "+"), self.property_set("+"), self.desired("+")]
+        return [self.invoke("+", "+"), self.property_set("+"), self.desired("+"), self.twin_get("+")]
 
     def parse(self, topic: str) -> Incoming | None:
         if not topic.startswith(self.base + "/"):
@@ -60,4 +63,6 @@ class Topics:
             return Incoming("set", parts[0], None)
         if len(parts) == 3 and parts[1:] == ["twin", "desired"]:
             return Incoming("desired", parts[0], None)
+        if len(parts) == 3 and parts[1:] == ["twin", "get"]:
+            return Incoming("get", parts[0], None)
         return None

@@ -115,6 +115,9 @@ def write_config(path: Path, hub_url: str, sim_port: int, **device: Any) -> Path
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["gateway"]["data_dir"] = str(path.parent / "data")
     doc["hub"].update({"url": hub_url, "reconnect_max": 1.0, "snapshot_interval": 5})
+    # a lab setting: commands that name no operator get the admin role (auth has its own tests)
+    doc["access"] = {"identity": ["user_property", "payload"], "anonymous": "admin", "grants": []}
+    doc.setdefault("http", {})["enabled"] = False
     dev = doc["devices"][0]
     dev["connection"]["port"] = sim_port
     dev.update({"poll_period": 0.5, "reconnect_max": 0.5, "reconnect_min": 0.1})
