@@ -79,6 +79,8 @@ def gateway_config(path: Path, hub_port: int, sim_port: int, devices: int, perio
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["gateway"].update({"id": "bench", "data_dir": str(path.parent / "data")})
     doc["hub"].update({"url": f"mqtt://127.0.0.1:{hub_port}", "prefix": "citytwin/v1", "snapshot_interval": 1.0})
+    doc["access"] = {"identity": ["user_property", "payload"], "anonymous": "operator", "grants": []}
+    doc["http"] = {"enabled": False}
     template = doc["devices"][0]
     for point in template["points"].values():
         point["deadband"] = 0.0  # report every change: the load is what moves
@@ -117,7 +119,7 @@ async def measure(args: argparse.Namespace, hub_port: int, gateway: subprocess.P
         listener = asyncio.create_task(listen())
         # warm up: every device online and reporting
         deadline = time.monotonic() + 30
-        while reports < args.devices and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a counter
+        while reports < args.devices and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)
         stats.reset()

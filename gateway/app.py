@@ -17,9 +17,9 @@ from typing import Any
 
 from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
-from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.access import Access
 from citytwin.gateway.audit import AuditLog
+from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig

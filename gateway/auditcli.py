@@ -68,7 +68,7 @@ def _line(r: dict[str, Any]) -> str:
 
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.get("ts", 0) / 1000))
     error = f"  {r['error'].get('code')}: {r['error'].get('message')}" if isinstance(r.get("error"), dict) else ""
-    return (f"{when}Z {r.get('device', '?'):<20} {str(r.get('target', '?')):<18} {r.get('status', '?'):<10} "
+    return (f"{when}Z {r.get('device', '?'):<20} {r.get('target', '?')!s:<18} {r.get('status', '?'):<10} "
             f"by {r.get('operator') or 'anonymous':<14} id {r.get('id')}{error}")
 
 

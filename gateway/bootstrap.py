@@ -32,7 +32,19 @@ def prepare_file(path: str | Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(source=str(path), line=0, path="", message=f"cannot read: {exc}")]) from None
     config, specs = prepare(text, str(path), path.parent)
+    base = path.parent
+    # relative paths in the file are relative to the file, not to the working directory
     if not config.gateway.data_dir.is_absolute():
-        # relative data directories are relative to the config file, not the working directory
-        config.gateway.data_dir = (path.parent / config.gateway.data_dir).resolve()
+        config.gateway.data_dir = (base / config.gateway.data_dir).resolve()
+    tls = config.hub.tls
+    if tls is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(tls, name)
+            if value is not None and not value.is_absolute():
+                setattr(tls, name, (base / value).resolve())
+    for spec in specs.values():
+        # a driver's own key material (e.g. OPC UA's pki_dir) lives in the data directory
+        pki = getattr(spec.config.connection, "pki_dir", None)
+        if isinstance(pki, Path) and not pki.is_absolute():
+            spec.config.connection.pki_dir = config.gateway.data_dir / spec.id / pki
     return config, specs

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from citytwin.gateway.config import ConfigError, GatewayConfig
 from citytwin.gateway.logs import setup_logging
@@ -23,7 +23,10 @@ from citytwin.gateway.logs import setup_logging
 log = logging.getLogger("citytwin")
 
 
-def _run_async(main: Coroutine[Any, Any, int]) -> int:
+T = TypeVar("T")
+
+
+def _run_async(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
@@ -125,6 +128,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_async(_until_signal(run_demo(args.duration, args.broker)))
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    url: str = args.url
+    if not url.startswith(("opcua://", "opc.tcp://")):
+        print(f"citytwin discover: unsupported URL {url!r}; use opcua://HOST:PORT", file=sys.stderr)
+        return 2
+    from citytwin.drivers.errors import DriverError
+    from citytwin.drivers.opcua.discover import discover_opcua
+
+    try:
+        print(_run_async(discover_opcua(url, args.timeout)), end="")
+    except (DriverError, OSError, TimeoutError) as exc:
+        print(f"citytwin discover: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="citytwin", description="Edge gateway and device-twin runtime for city digital twins.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -146,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     from citytwin.gateway.simcli import add_sim_commands
 
     add_sim_commands(sub)
+
+    discover = sub.add_parser("discover", help="browse a device and print a starting binding")
+    discover.add_argument("url", help="opcua://HOST:PORT[/PATH]")
+    discover.add_argument("--timeout", type=float, default=5.0)
+    discover.set_defaults(func=cmd_discover)
 
     from citytwin.gateway.auditcli import add_audit_commands
 

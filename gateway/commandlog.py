@@ -96,7 +96,7 @@ class CommandLog:
         row = db.execute("SELECT state, reply FROM commands WHERE device = ? AND id = ?",
                          (device, command_id)).fetchone()
         if row is not None:
-            state, reply = row
+            _, reply = row
             if reply is not None:
                 return orjson.loads(reply)  # type: ignore[no-any-return]
             return {"status": "unknown", "error": {"code": "in_progress",

@@ -31,5 +31,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # protocol libraries are chatty at INFO; their faults reach us as our own errors
-    for noisy in ("pymodbus", "amqtt", "transitions"):
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncua", "aiocoap"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -21,6 +21,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
+# a lab setting for tests that are not about authorization: commands naming no operator get
+# the admin role (deny by default is the product's default and has its own tests)
+LAB_ACCESS = {"identity": ["user_property", "payload"], "anonymous": "admin", "grants": []}
 
 
 def free_port() -> int:
@@ -115,8 +118,7 @@ def write_config(path: Path, hub_url: str, sim_port: int, **device: Any) -> Path
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["gateway"]["data_dir"] = str(path.parent / "data")
     doc["hub"].update({"url": hub_url, "reconnect_max": 1.0, "snapshot_interval": 5})
-    # a lab setting: commands that name no operator get the admin role (auth has its own tests)
-    doc["access"] = {"identity": ["user_property", "payload"], "anonymous": "admin", "grants": []}
+    doc["access"] = LAB_ACCESS
     doc.setdefault("http", {})["enabled"] = False
     dev = doc["devices"][0]
     dev["connection"]["port"] = sim_port

@@ -30,8 +30,8 @@ SCHEMA_SHA256 = "d4571a420e6ffb7fcc7066c95a6db1202f299a3c51daa103d0706bf30f95e62
 
 P, GW, DEV, SVC, EVT = "{prefix}", "{gatewayId}", "{deviceId}", "{serviceId}", "{eventId}"
 
-# channel -> how the code spells its topic (None: a method gateway/topics.py does not have yet)
-CODE: dict[str, Callable[[Topics], str] | None] = {
+# channel -> how the code spells its topic
+CODE: dict[str, Callable[[Topics], str]] = {
     "gatewayStatus": lambda t: t.gateway_status,
     "gatewayEvent": lambda t: t.gateway_event(EVT),
     "deviceStatus": lambda t: t.device_status(DEV),
@@ -42,7 +42,7 @@ CODE: dict[str, Callable[[Topics], str] | None] = {
     "serviceInvoke": lambda t: t.invoke(DEV, SVC),
     "propertiesSet": lambda t: t.property_set(DEV),
     "twinDesired": lambda t: t.desired(DEV),
-    "twinGet": (lambda t: t.twin_get(DEV)) if hasattr(Topics, "twin_get") else None,  # type: ignore[attr-defined]
+    "twinGet": lambda t: t.twin_get(DEV),
 }
 TOPIC_ATTRIBUTES = {  # every Topics member that spells a topic -> its channel
     "gateway_status": "gatewayStatus", "gateway_event": "gatewayEvent", "device_status": "deviceStatus",
@@ -137,10 +137,7 @@ def test_every_topic_the_code_spells_is_a_documented_channel(doc: dict[str, Any]
 
 @pytest.mark.parametrize("channel", sorted(CODE))
 def test_channel_address_matches_the_code(doc: dict[str, Any], channel: str) -> None:
-    spell = CODE[channel]
-    if spell is None:
-        pytest.xfail(f"gateway/topics.py has no method for {channel} yet (issue 6, gateway side)")
-    assert doc["channels"][channel]["address"] == spell(Topics(P, GW))
+    assert doc["channels"][channel]["address"] == CODE[channel](Topics(P, GW))
 
 
 def test_operator_reply_channel_matches_the_hub_cli(doc: dict[str, Any]) -> None:
@@ -158,12 +155,7 @@ def test_receive_operations_are_what_the_gateway_subscribes_to(doc: dict[str, An
         address = doc["channels"][operation["channel"]["$ref"].rsplit("/", 1)[1]]["address"]
         wildcard = address.replace(P, "citytwin/v1").replace(GW, "gw-1")
         documented.add(re.sub(r"\{\w+\}", "+", wildcard))
-    subscribed = set(topics.subscriptions)
-    if not hasattr(Topics, "twin_get"):
-        pending = {"citytwin/v1/gw-1/+/twin/get"}
-        assert documented - subscribed == pending
-        pytest.xfail("the gateway does not subscribe to twin/get yet (issue 6, gateway side)")
-    assert documented == subscribed
+    assert documented == set(topics.subscriptions)
 
 
 def test_send_operations_match_the_contract_table(doc: dict[str, Any]) -> None:

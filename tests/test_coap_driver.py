@@ -261,5 +261,5 @@ def test_bindings_are_checked_when_the_driver_is_built() -> None:
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 (the state lives in another task's objects)
+        while not predicate():
             await asyncio.sleep(0.02)

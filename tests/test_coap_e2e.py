@@ -12,7 +12,7 @@ import aiomqtt
 import pytest
 import yaml
 from coap_peers import free_udp_port
-from conftest import ROOT, GatewayProcess, Hub, Mosquitto
+from conftest import LAB_ACCESS, ROOT, GatewayProcess, Hub, Mosquitto
 
 from citytwin.simulators.city_sensors.server import CitySensorsSimulator
 
@@ -41,6 +41,7 @@ def write_config(path: Path, hub_url: str, port: int) -> Path:
         device["model"] = str(EXAMPLE.parent / device["model"])
         device["connection"].update({"port": port, "observe_max_silence": 2.0, "timeout": 1.0})
         device.update({"poll_period": 0.5, "reconnect_max": 0.5, "reconnect_min": 0.1})
+    doc["access"] = LAB_ACCESS
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -34,7 +34,7 @@ def driver(port: int, points: dict[str, CoapPoint], **conn: Any) -> CoapDriver:
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 (the state lives in another task's objects)
+        while not predicate():
             await asyncio.sleep(0.02)
 
 

@@ -20,11 +20,11 @@ import aiomqtt
 import orjson
 import pytest
 import yaml
+from conftest import GatewayProcess, Mosquitto, free_port, write_config
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
-from conftest import GatewayProcess, Mosquitto, free_port, write_config
 
 DEV = "pump-station-1"
 BASE = "citytwin/v1/ps-north-01"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, GatewayProcess, Hub, Mosquitto, free_port
+from conftest import LAB_ACCESS, ROOT, GatewayProcess, Hub, Mosquitto, free_port
 from opcua_peers import eventually
 
 from citytwin.simulators.intersection.server import IntersectionSimulator
@@ -28,6 +28,9 @@ def write_config(path: Path, hub_url: str, sim: IntersectionSimulator) -> Path:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["gateway"]["data_dir"] = str(path.parent / "data")
     doc["hub"].update({"url": hub_url, "reconnect_max": 1.0, "snapshot_interval": 5})
+    # a lab setting, as conftest.write_config: commands naming no operator get the admin role
+    doc["access"] = LAB_ACCESS
+    doc.setdefault("http", {})["enabled"] = False
     dev = doc["devices"][0]
     dev["model"] = str(EXAMPLE.parent / dev["model"])
     dev["connection"].update({"url": sim.url, "pki_dir": str(path.parent / "pki"), "publishing_interval": 100})

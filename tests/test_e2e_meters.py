@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GatewayProcess, Hub, Mosquitto
+from conftest import LAB_ACCESS, GatewayProcess, Hub, Mosquitto
 
 from citytwin.simulators.meters.server import MetersSimulator
 
@@ -26,6 +26,7 @@ def meters_config(tmp_path: Path, broker: Mosquitto) -> Path:
     device["model"] = str(EXAMPLE.parent / device["model"])
     device["connection"]["url"] = broker.url  # the southbound broker: here the same one
     device.update(poll_period=0.5, reconnect_min=0.1, reconnect_max=0.5)
+    doc["access"] = LAB_ACCESS
     path = tmp_path / "meters.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

@@ -7,10 +7,12 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
 import pytest
+import yaml
 from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
 from hubcli_support import hub_cli
 
@@ -85,7 +87,7 @@ async def test_invoke_succeeds_writes_the_device_and_exits_0(
     gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator
 ) -> None:
     before = sim.station.write_count
-    result = await hub_cli("invoke", DEV, "start_pump", "pump=1", *broker(mosquitto), "--operator", "alice", "--json")
+    result = await hub_cli("invoke", DEV, "start_pump", "pump=1", *broker(mosquitto), "--json")
     assert result.code == 0, result.out + result.err
     reply = result.json()
     assert reply["status"] == "succeeded" and reply["id"].startswith("cli-")
@@ -197,6 +199,7 @@ async def test_mqtt311_invoke_matches_the_reply_by_id(
     tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
 ) -> None:
     config = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
+    granted(config, ["payload"], {"operators": ["bob"], "role": "operator"})
     config.write_text(config.read_text().replace("protocol: '5'", "protocol: 3.1.1"))
     proc = GatewayProcess(config)
     proc.start()
@@ -209,6 +212,46 @@ async def test_mqtt311_invoke_matches_the_reply_by_id(
         assert sim.station.pump(2).run_cmd is True
         sent = [b for b in hub.on(f"{DEV}/services/start_pump/invoke")]
         assert sent and sent[-1]["operator"] == "bob"
+        # without the operator in the payload a 3.1.1 command names nobody: refused
+        result = await hub_cli("invoke", DEV, "stop_pump", "pump=2", "--protocol", "3.1.1",
+                               "--operator", "bob", *broker(mosquitto), "--json")
+        assert result.code == 3 and result.json()["error"]["code"] == "unauthorized", result.out
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def granted(config: Path, identity: list[str], *grants: dict[str, Any]) -> None:
+    """Deny by default: only these grants, no role for commands that name nobody."""
+    doc = yaml.safe_load(config.read_text())
+    doc["access"] = {"identity": identity, "anonymous": "none", "grants": list(grants)}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+async def test_the_operator_travels_as_a_user_property_and_is_authorized(
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
+) -> None:
+    config = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
+    granted(config, ["user_property"], {"operators": ["alice"], "role": "operator"})
+    proc = GatewayProcess(config)
+    proc.start()
+    try:
+        await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
+        ok = await hub_cli("invoke", DEV, "start_pump", "pump=1", "--operator", "alice", *broker(mosquitto), "--json")
+        assert ok.code == 0, ok.out + ok.err
+        assert sim.station.pump(1).run_cmd is True
+        before = sim.station.write_count
+        for who in (["--operator", "mallory"], []):
+            denied = await hub_cli("invoke", DEV, "stop_pump", "pump=1", *who, *broker(mosquitto), "--json")
+            assert denied.code == 3 and denied.json()["error"]["code"] == "unauthorized", denied.out
+        # the payload is not trusted for identity here
+        spoof = await hub_cli("invoke", DEV, "stop_pump", "pump=1", "--operator", "alice", "--protocol", "3.1.1",
+                              "--operator-in-payload", *broker(mosquitto), "--json")
+        assert spoof.code == 3 and spoof.json()["error"]["code"] == "unauthorized", spoof.out
+        # an operator may not change desired state (admin only)
+        desired = await hub_cli("desired", DEV, "--patch", '{"pump1_frequency_setpoint": 40}', "--operator", "alice",
+                                *broker(mosquitto), "--json")
+        assert desired.code == 3 and desired.json()["error"]["code"] == "unauthorized", desired.out
+        assert sim.station.write_count == before and sim.station.pump(1).run_cmd is True
     finally:
         assert proc.stop() == 0, proc.output()
 

@@ -150,7 +150,7 @@ async def test_method_call_round_trip_with_typed_inputs(sim: IntersectionSimulat
             await d.invoke(set_plan, {"plan": 9})
         # the same call sending an Int64 is refused by the simulator's type check
         wrong = set_plan.model_copy(update={"inputs": [set_plan.inputs[0].model_copy(update={"type": "Int64"})]})
-        with pytest.raises(DeviceError, match="BadInvalidArgument.*input 'plan' \\(Int64\\): BadTypeMismatch"):
+        with pytest.raises(DeviceError, match=r"BadInvalidArgument.*input 'plan' \(Int64\): BadTypeMismatch"):
             await d.invoke(wrong, {"plan": 2})
         with pytest.raises(BindingError, match="needs input 'plan'"):
             await d.invoke(set_plan, {})

@@ -63,7 +63,7 @@ async def test_subscription_and_batched_read(peer: NodeOpcua, tmp_path: Path) ->
 
 
 async def test_typed_write_and_method_call(peer: NodeOpcua, tmp_path: Path) -> None:
-    d, sink = make(peer, tmp_path)
+    d, _ = make(peer, tmp_path)
     async with d:
         await d.write({"setpoint": 42, "enabled": False})
         readings = {r.point: r.value for r in await d.read(["setpoint", "enabled"])}
@@ -74,7 +74,7 @@ async def test_typed_write_and_method_call(peer: NodeOpcua, tmp_path: Path) -> N
         as_int64 = ADD.model_copy(update={"inputs": [i.model_copy(update={"type": "Int64"}) for i in ADD.inputs]})
         with pytest.raises(DeviceError, match="BadInvalidArgument"):
             await d.invoke(as_int64, {"a": 1, "b": 1})
-        with pytest.raises(DeviceError, match="BadNotWritable|BadUserAccessDenied"):
+        with pytest.raises(DeviceError, match=r"BadNotWritable|BadUserAccessDenied"):
             bad = OpcUaDriver(d._conn, {"temperature": OpcUaPoint(node=U + "Temperature", type="Double", writable=True)})
             async with bad:
                 await bad.write({"temperature": 1.0})

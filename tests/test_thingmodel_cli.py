@@ -136,3 +136,59 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["files"][0]["findings"][0]["rule"] == "enum-key"
+
+
+# -- convert ----------------------------------------------------------------------------------
+
+TSL = Path(__file__).parent / "thingmodel_corpus" / "tsl"
+
+
+def test_convert_tsl_modules_out_and_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    model = Path(__file__).parent.parent / "thingmodels/standard/pump_station_modular.json"
+    out = tmp_path / "station.json"
+    code, _out, err = run(capsys, "model", "convert", str(model), "--to", "tsl", "-o", str(out))
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["station.json", "station.pump_1.json", "station.pump_2.json"]
+    assert "loss: /properties/0/x-citytwin: x-citytwin extension (semanticType, ucum) has no TSL equivalent" in err
+    main_doc = json.loads(out.read_text())
+    assert [b["functionBlockId"] for b in main_doc["functionBlocks"]] == ["pump_1", "pump_2"]
+    assert "x-citytwin" not in out.read_text()
+    code, text, _err = run(capsys, "model", "convert", str(out), str(tmp_path / "station.pump_1.json"),
+                           str(tmp_path / "station.pump_2.json"), "--to", "citytwin", "--format", "json")
+    doc = json.loads(text)
+    assert code == 0 and doc["losses"] == []
+    assert [m["identifier"] for m in doc["documents"]["main"]["modules"]] == ["pump_1", "pump_2"]
+
+
+def test_convert_td_json_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, text, _err = run(capsys, "model", "convert", str(TSL / "lamp_full.json"), "--to", "wot-td",
+                           "--format", "json", "--gateway", "gw9", "--device", "lamp-3", "--nosec")
+    doc = json.loads(text)
+    td = doc["documents"]["main"]
+    assert code == 0 and td["id"] == "urn:citytwin:gw9:lamp-3" and td["security"] == ["nosec_sc"]
+    assert td["actions"]["Blink"]["forms"][0]["mqv:topic"] == "citytwin/v1/gw9/lamp-3/services/Blink/invoke"
+    assert {"pointer": "/properties/3/dataType/type", "what": "float is 32-bit in TSL; WoT numbers have no precision"} in doc["losses"]
+
+
+def test_convert_tm_in_with_placeholders(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "base.tm.json").write_text(json.dumps({"properties": {"t": {"type": "number", "unit": "Cel", "readOnly": True}}}))
+    tm = {
+        "@context": ["https://www.w3.org/2022/wot/td/v1.1"], "@type": "tm:ThingModel", "title": "{{NAME}}",
+        "properties": {"temp": {"tm:ref": "base.tm.json#/properties/t", "title": "Temperature"}},
+    }
+    (tmp_path / "sensor.tm.json").write_text(json.dumps(tm))
+    code, _text, err = run(capsys, "model", "convert", str(tmp_path / "sensor.tm.json"), "--to", "citytwin")
+    assert code == 1 and "placeholders without a value: NAME" in err
+    code, text, _err = run(capsys, "model", "convert", str(tmp_path / "sensor.tm.json"), "--to", "citytwin",
+                           "--set", "NAME=Room sensor", "--product-key", "acme.room")
+    doc = json.loads(text)
+    assert code == 0 and doc["profile"] == {"productKey": "acme.room"}
+    assert doc["properties"][0]["dataType"] == {"type": "double", "specs": {"unit": "Cel"}}
+    assert doc["properties"][0]["accessMode"] == "r" and doc["x-citytwin"]["title"] == "Room sensor"
+
+
+def test_convert_invalid_input_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "model", "convert", str(CORPUS / "range-order.json"), "--to", "tsl")
+    assert code == 1 and "range-order.json:16:11 /properties/0/dataType/specs/min" in err
+    assert run(capsys, "model", "convert", str(CORPUS / "nope.json"), "--to", "tsl")[0] == 2
+    assert run(capsys, "model", "convert", str(CORPUS / "range-order.json"), "--to", "xml")[0] == 2

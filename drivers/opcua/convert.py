@@ -46,7 +46,7 @@ def to_nodeid(text: NodeIdText, namespaces: Sequence[str]) -> ua.NodeId:
         ident = uuid.UUID(ident)
     elif text.kind == "b":
         ident = base64.b64decode(ident)
-    return ua.NodeId(ident, index, _KIND[text.kind])
+    return ua.NodeId(ident, ua.Int16(index), _KIND[text.kind])
 
 
 def variant(value: Any, type_name: str) -> ua.Variant:

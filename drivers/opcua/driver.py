@@ -23,9 +23,13 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from citytwin.drivers.base import Driver, Health, Quality, Reading
 from citytwin.drivers.errors import (
@@ -313,7 +317,7 @@ class OpcUaDriver(Driver):
         client = self._alive()
         if points is None:
             names: Sequence[str] = self._polled
-            scope: Sequence[str] = self._points
+            scope: Sequence[str] = list(self._points)
         else:
             if isinstance(points, str):
                 raise BindingError("points must be a sequence of point names, not one string")

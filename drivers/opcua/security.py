@@ -21,7 +21,8 @@ import socket
 from pathlib import Path
 from typing import NamedTuple
 
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
 from asyncua.crypto import cert_gen
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -52,7 +53,7 @@ def _subject(der: bytes) -> str:
     except ValueError:
         return "an unreadable certificate"
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return f"CN={names[0].value}" if names else cert.subject.rfc4514_string()
+    return f"CN={names[0].value!s}" if names else cert.subject.rfc4514_string()
 
 
 def _load_der(path: Path) -> bytes | None:

@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from asyncua import ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError
 
 from citytwin.drivers.base import PushSink, Reading
 from citytwin.drivers.opcua.convert import reading, status_text

@@ -18,12 +18,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
-from asyncua import Node, Server, ua
+from asyncua import ua
+from asyncua.common.node import Node
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from citytwin.simulators.intersection.controller import (
@@ -60,6 +65,10 @@ MAX_GREEN_EXTENSION = 30
 Method = Callable[..., Awaitable[ua.CallMethodResult]]
 
 
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
+
+
 def _checked(
     func: Callable[..., Awaitable[list[ua.Variant]]], types: Sequence[ua.VariantType]
 ) -> Method:
@@ -69,14 +78,14 @@ def _checked(
         result = ua.CallMethodResult()
         if len(args) != len(types):
             code = StatusCodes.BadArgumentsMissing if len(args) < len(types) else StatusCodes.BadTooManyArguments
-            result.StatusCode = ua.StatusCode(code)
+            result.StatusCode = _status(code)
             return result
         statuses = [
-            ua.StatusCode() if arg.VariantType == expected else ua.StatusCode(StatusCodes.BadTypeMismatch)
+            ua.StatusCode() if arg.VariantType == expected else _status(StatusCodes.BadTypeMismatch)
             for arg, expected in zip(args, types, strict=True)
         ]
         if any(not s.is_good() for s in statuses):
-            result.StatusCode = ua.StatusCode(StatusCodes.BadInvalidArgument)
+            result.StatusCode = _status(StatusCodes.BadInvalidArgument)
             result.InputArgumentResults = statuses
             return result
         try:
@@ -84,7 +93,7 @@ def _checked(
         except ControllerError as exc:
             log.info("method refused: %s", exc)
             bad = StatusCodes.BadOutOfRange if isinstance(exc, OutOfRange) else StatusCodes.BadInvalidState
-            result.StatusCode = ua.StatusCode(bad)
+            result.StatusCode = _status(bad)
         result.InputArgumentResults = statuses
         return result
 
@@ -213,7 +222,7 @@ class IntersectionSimulator:
         await server.load_private_key(str(key))
 
     def _nodeid(self, name: str) -> ua.NodeId:
-        return ua.NodeId(name, self.ns, ua.NodeIdType.String)
+        return ua.NodeId(ua.String(name), ua.Int16(self.ns), ua.NodeIdType.String)
 
     async def _build(self, server: Server) -> None:
         ns = self.ns
@@ -232,13 +241,13 @@ class IntersectionSimulator:
         await self._method(controller, "AdvancePhase", self._advance, [], [])
         await self._method(controller, "ClearFaults", self._clear_faults, [], [])
         fault_type = await server.create_custom_event_type(
-            ns, "SignalFaultEventType", ua.ObjectIds.SystemEventType,
+            ns, "SignalFaultEventType", ObjectIds.SystemEventType,
             [("FaultCode", ua.VariantType.Int32)],
         )
         await controller.write_attribute(
             AttributeIds.EventNotifier, ua.DataValue(ua.Variant(1, ua.VariantType.Byte))
         )
-        self._fault_events = await server.get_event_generator(fault_type, controller)
+        self._fault_events = await server.get_event_generator(fault_type, controller.nodeid)
 
     async def _variable(self, parent: Node, name: str, vtype: ua.VariantType, writable: bool) -> None:
         nodeid = self._nodeid(name)
@@ -255,7 +264,7 @@ class IntersectionSimulator:
         def argument(arg_name: str, vtype: ua.VariantType) -> ua.Argument:
             arg = ua.Argument()
             arg.Name = arg_name
-            arg.DataType = ua.NodeId(vtype.value)
+            arg.DataType = ua.NodeId(ua.Int32(vtype.value))
             arg.ValueRank = -1
             return arg
 
@@ -346,12 +355,12 @@ class IntersectionSimulator:
         server = self._server
         if server is None:
             return
-        now = datetime.now(UTC)
+        stamp = cast(ua.DateTime, datetime.now(UTC))
         for name, value in self.values().items():
             if not force and self._last.get(name) == value:
                 continue
             self._last[name] = value
-            data = ua.DataValue(ua.Variant(value, self._vtype(name)), SourceTimestamp=now, ServerTimestamp=now)
+            data = ua.DataValue(ua.Variant(value, self._vtype(name)), SourceTimestamp=stamp, ServerTimestamp=stamp)
             await server.write_attribute_value(self._nodes[name], data)
 
     async def _report_faults(self) -> None:

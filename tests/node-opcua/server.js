@@ -1,5 +1,7 @@
 // A foreign OPC UA server for the OPC UA driver's interop tests: node-opcua shares no code
-// with asyncua or this project. Usage: node server.js PORT PKI_DIR
+// with asyncua or this project. Usage: node server.js PORT PKI_DIR [LOAD [PERIOD_MS]]
+// LOAD > 0 adds Load.0 .. Load.<LOAD-1> (Double), all changed every PERIOD_MS (default 10),
+// for benchmarks/opcua_notifications.py.
 // Offers None, Basic256Sha256 Sign and SignAndEncrypt on one endpoint URL; accepts anonymous
 // users and operator/secret. Prints "READY <port>" when listening and stops on SIGTERM.
 "use strict";
@@ -10,6 +12,8 @@ const {
 
 const port = Number(process.argv[2] || 4841);
 const pki = process.argv[3] || "./pki";
+const load = Number(process.argv[4] || 0);
+const loadPeriod = Number(process.argv[5] || 10);
 const NS_URI = "urn:citytwin:test:node-opcua";
 
 async function main() {
@@ -84,6 +88,19 @@ async function main() {
     });
   });
 
+  const loadVars = [];
+  for (let i = 0; i < load; i++) {
+    loadVars.push(ns.addVariable({
+      componentOf: device, browseName: `Load.${i}`, nodeId: `s=Load.${i}`, dataType: DataType.Double,
+      minimumSamplingInterval: 0, value: { dataType: DataType.Double, value: 0 },
+    }));
+  }
+  let loadValue = 0;
+  const loadTicker = load > 0 ? setInterval(() => {
+    loadValue += 1;
+    for (const v of loadVars) v.setValueFromSource({ dataType: DataType.Double, value: loadValue });
+  }, loadPeriod) : null;
+
   const ticker = setInterval(() => {
     state.counter += 1;
     counter.touchValue();
@@ -93,6 +110,7 @@ async function main() {
   process.stdout.write(`READY ${server.endpoints[0].port}\n`);
   const stop = async () => {
     clearInterval(ticker);
+    if (loadTicker) clearInterval(loadTicker);
     await server.shutdown(0);
     process.exit(0);
   };
