@@ -1,8 +1,10 @@
-"""``citytwin demo``: the whole pump-station story on one machine, nothing else installed.
+"""``citytwin demo``: a whole street on one machine, nothing installed but the package.
 
-An embedded MQTT broker (amqtt, MQTT 3.1.1, so the hub link runs in its 3.1.1 mode), the
-pump-station simulator, the gateway on the packaged example config, and a hub-side operator
-who watches the twin and after a few seconds starts a pump and sets its frequency.
+An embedded MQTT broker (amqtt; it speaks MQTT 3.1.1 only, so the hub link runs in its 3.1.1
+mode), four simulated field devices each speaking its own protocol — a pump station (Modbus
+TCP), a signal controller (OPC UA), city sensors (CoAP) and water meters (MQTT, on the same
+embedded broker as their southbound broker) — the gateway on the packaged example configs,
+and a hub-side operator who watches the twins and sends one command per protocol.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ import yaml
 
 from citytwin.gateway.app import Gateway
 from citytwin.gateway.bootstrap import prepare
+from citytwin.simulators.city_sensors.server import CitySensorsSimulator
+from citytwin.simulators.intersection.server import IntersectionSimulator
+from citytwin.simulators.meters.server import MetersSimulator
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 log = logging.getLogger("citytwin.demo")
-DEVICE = "pump-station-1"
 OPERATOR = "demo-operator"
+PUMPS = "pump-station-1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -51,44 +56,70 @@ async def embedded_broker(port: int) -> Any:
         await broker.shutdown()
 
 
-def demo_config(hub_url: str, protocol: str, sim_port: int, data_dir: Path) -> str:
-    text = resources.files("citytwin.gateway.examples").joinpath("pump-station.yaml").read_text("utf-8")
-    doc = yaml.safe_load(text)
+def _example(name: str) -> dict[str, Any]:
+    text = resources.files("citytwin.gateway.examples").joinpath(name).read_text("utf-8")
+    return dict(yaml.safe_load(text))
+
+
+def demo_config(hub_url: str, protocol: str, ports: dict[str, int], data_dir: Path) -> str:
+    """The packaged examples merged into one gateway, pointed at the demo's simulators."""
+    doc = _example("pump-station.yaml")
     doc["gateway"]["data_dir"] = str(data_dir)
     doc["hub"].update({"url": hub_url, "protocol": protocol, "snapshot_interval": 10})
     # MQTT 3.1.1 carries no user properties: the operator names itself in the payload
     doc["access"]["identity"] = ["user_property", "payload"]
     doc["access"]["grants"].append({"operators": [OPERATOR], "role": "operator"})
-    doc.setdefault("http", {})["enabled"] = False
-    device = doc["devices"][0]
-    device["connection"]["port"] = sim_port
-    device["poll_period"] = 0.5
+    doc["http"] = {"enabled": False}
+    pumps = doc["devices"][0]
+    pumps["connection"]["port"] = ports["modbus"]
+    pumps["poll_period"] = 0.5
+    for name, fix in (("intersection.yaml", _opcua), ("city-sensors.yaml", _coap), ("meters.yaml", _mqtt)):
+        for device in _example(name)["devices"]:
+            fix(device, ports, hub_url)
+            doc["devices"].append(device)
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+def _opcua(device: dict[str, Any], ports: dict[str, int], hub_url: str) -> None:
+    url = device["connection"]["url"]
+    device["connection"]["url"] = url.replace(":4840/", f":{ports['opcua']}/")
+
+
+def _coap(device: dict[str, Any], ports: dict[str, int], hub_url: str) -> None:
+    device["connection"]["port"] = ports["coap"]
+
+
+def _mqtt(device: dict[str, Any], ports: dict[str, int], hub_url: str) -> None:
+    device["connection"].update({"url": hub_url, "protocol": "3.1.1"})
+
+
 class Operator:
-    """The hub side: watches the twin and sends commands, printing what a person would see."""
+    """The hub side: watches the twins and sends commands, printing what a person would see."""
 
     def __init__(self, client: aiomqtt.Client, prefix: str, gateway_id: str) -> None:
         self.client = client
         self.base = f"{prefix}/{gateway_id}"
-        self.state: dict[str, Any] = {}
-        self.reports = 0
+        self.state: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, int] = {}
         self.points = 0
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.started = time.monotonic()
 
     async def listen(self) -> None:
         async for message in self.client.messages:
             topic = str(message.topic)
             assert isinstance(message.payload, bytes)
-            body = orjson.loads(message.payload)
+            try:
+                body = orjson.loads(message.payload)
+            except orjson.JSONDecodeError:
+                continue
             rel = topic[len(self.base) + 1 :]
+            device = rel.split("/", 1)[0]
             if rel.endswith("properties/report"):
-                self.reports += 1
+                self.reports[device] = self.reports.get(device, 0) + 1
                 self.points += len(body["properties"])
+                state = self.state.setdefault(device, {})
                 for key, entry in body["properties"].items():
-                    self.state[key] = entry["value"]
+                    state[key] = entry["value"]
             elif rel.endswith("/replies"):
                 future = self.pending.pop(body.get("id"), None)
                 if future is not None and not future.done():
@@ -96,32 +127,41 @@ class Operator:
             elif rel == "status":
                 print(f"hub   gateway {self.base.rsplit('/', 1)[1]} is {body['state']}", flush=True)
             elif rel.endswith("/status"):
-                print(f"hub   device {rel.removesuffix('/status')} is {body['state']}", flush=True)
+                print(f"hub   device {device} is {body['state']}", flush=True)
             elif "/events/" in rel:
-                print(f"hub   EVENT {rel.split('/events/')[1]} ({body['type']}): {body['output']}", flush=True)
+                print(f"hub   EVENT {device} {rel.split('/events/')[1]} ({body['type']}): {body['output']}", flush=True)
 
-    def summary(self) -> str:
-        s = self.state
-        if "level" not in s:
-            return "twin  (waiting for the first report)"
+    def summary(self) -> list[str]:
+        lines = []
+        s = self.state.get(PUMPS, {})
+        if "level" in s:
+            def pump(n: int) -> str:
+                state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
+                return f"P{n} {state} {s.get(f'pump{n}_frequency', 0):5.2f} Hz"
 
-        def pump(n: int) -> str:
-            state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
-            return f"P{n} {state} {s.get(f'pump{n}_frequency', 0):5.2f} Hz {s.get(f'pump{n}_current', 0):5.1f} A"
+            lines.append(f"twin  {PUMPS:<16} level {s['level']:.3f} m  in {s.get('inflow', 0):6.1f} m³/h  "
+                         f"out {s.get('outflow', 0):6.1f} m³/h | {pump(1)} | {pump(2)}")
+        x = self.state.get("intersection-1", {})
+        if x:
+            lines.append(f"twin  {'intersection-1':<16} plan {x.get('plan')} (pending {x.get('pending_plan')}) phase {x.get('phase')} "
+                         f"NS {x.get('signal_ns')} EW {x.get('signal_ew')} count N {x.get('count_north')}")
+        a = self.state.get("air-quality-1", {})
+        if a:
+            lines.append(f"twin  {'air-quality-1':<16} PM2.5 {a.get('pm25')} NO₂ {a.get('no2')} "
+                         f"{a.get('temperature')} °C")
+        m = self.state.get("meter-1", {})
+        if m:
+            lines.append(f"twin  {'meter-1':<16} flow {m.get('flow_rate')} volume {m.get('volume')} "
+                         f"valve {'open' if m.get('valve_open') else 'closed'}")
+        return lines or ["twin  (waiting for the first reports)"]
 
-        return (
-            f"twin  level {s['level']:.3f} m  in {s.get('inflow', 0):6.1f} m³/h  "
-            f"out {s.get('outflow', 0):6.1f} m³/h  {s.get('outlet_pressure', 0):6.1f} kPa  | "
-            f"{pump(1)} | {pump(2)}"
-        )
-
-    async def invoke(self, service: str, inputs: dict[str, Any], command_id: str) -> dict[str, Any]:
+    async def invoke(self, device: str, service: str, inputs: dict[str, Any], command_id: str) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[command_id] = future
-        print(f"hub → invoke {service} {orjson.dumps(inputs).decode()} (id {command_id})", flush=True)
+        print(f"hub → {device}: invoke {service} {orjson.dumps(inputs).decode()} (id {command_id})", flush=True)
         sent = time.perf_counter()
         await self.client.publish(
-            f"{self.base}/{DEVICE}/services/{service}/invoke",
+            f"{self.base}/{device}/services/{service}/invoke",
             orjson.dumps({"id": command_id, "input": inputs, "operator": OPERATOR}), qos=1,
         )
         reply = await asyncio.wait_for(future, 10)
@@ -141,12 +181,18 @@ async def run_demo(duration: float | None, broker_url: str | None) -> int:
             print(f"demo  embedded MQTT broker (amqtt, MQTT 3.1.1) on 127.0.0.1:{port}", flush=True)
         else:
             protocol = "5"
-        sim_port = free_port()
-        sim = PumpStationSimulator(port=sim_port, speed=1.0, seed=7)
-        await stack.enter_async_context(sim)
-        print(f"demo  pump-station simulator (Modbus TCP) on 127.0.0.1:{sim_port}", flush=True)
+        ports = {"modbus": free_port(), "opcua": free_port(), "coap": free_port(socket.SOCK_DGRAM)}
+        await stack.enter_async_context(PumpStationSimulator(port=ports["modbus"], seed=7))
+        print(f"demo  pump station       Modbus TCP  127.0.0.1:{ports['modbus']}", flush=True)
+        await stack.enter_async_context(IntersectionSimulator(port=ports["opcua"], seed=7))
+        print(f"demo  signal controller  OPC UA      127.0.0.1:{ports['opcua']}", flush=True)
+        await stack.enter_async_context(CitySensorsSimulator(port=ports["coap"], seed=7, interval=2.0))
+        print(f"demo  city sensors       CoAP        127.0.0.1:{ports['coap']}", flush=True)
+        await stack.enter_async_context(MetersSimulator(broker_url, count=2, seed=7, protocol=protocol))
+        print(f"demo  water meters       MQTT        {broker_url} (topics meters/…)", flush=True)
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="citytwin-demo-")))
-        config, specs = prepare(demo_config(broker_url, protocol, sim_port, data_dir), "<demo>", data_dir)
+        examples = Path(str(resources.files("citytwin.gateway.examples")))
+        config, specs = prepare(demo_config(broker_url, protocol, ports, data_dir), "<demo>", examples)
         host, _, port_text = broker_url.removeprefix("mqtt://").rstrip("/").partition(":")
         client = aiomqtt.Client(
             host, int(port_text or 1883), identifier="citytwin-demo-operator",
@@ -159,46 +205,61 @@ async def run_demo(duration: float | None, broker_url: str | None) -> int:
         listener = asyncio.create_task(operator.listen())
         stack.callback(listener.cancel)
         await stack.enter_async_context(Gateway(config, specs))
-        print(f"demo  gateway {config.gateway.id} running; Ctrl-C to stop", flush=True)
-        return await _story(operator, duration)
+        print(f"demo  gateway {config.gateway.id} running with {len(specs)} devices; Ctrl-C to stop", flush=True)
+        return await _story(operator, sorted(specs), duration)
     return 1
 
 
-async def _story(operator: Operator, duration: float | None) -> int:
+SCRIPT: list[tuple[float, str, str, dict[str, Any], str]] = [
+    (3.0, PUMPS, "start_pump", {"pump": 1}, "succeeded"),
+    (5.0, PUMPS, "set_frequency", {"pump": 1, "hz": 48.5}, "succeeded"),
+    (6.5, PUMPS, "set_frequency", {"pump": 1, "hz": 70}, "rejected"),
+    (8.0, "intersection-1", "set_plan", {"plan": 2}, "succeeded"),
+    (9.5, "air-quality-1", "calibrate", {}, "succeeded"),
+    (11.0, "meter-1", "set_valve", {"open": False}, "succeeded"),
+]
+
+
+async def _story(operator: Operator, devices: list[str], duration: float | None) -> int:
     loop = asyncio.get_running_loop()
     end = loop.time() + duration if duration else None
+    script = list(SCRIPT)
     replies: list[dict[str, Any]] = []
-    script: list[tuple[float, str, dict[str, Any], str]] = [
-        (3.0, "start_pump", {"pump": 1}, "succeeded"),
-        (6.0, "set_frequency", {"pump": 1, "hz": 48.5}, "succeeded"),
-        (8.0, "set_frequency", {"pump": 1, "hz": 70}, "rejected"),
-    ]
-    expected_ok = True
+    as_expected = True
     start = loop.time()
-    next_print = start + 1.0
+    next_print = start + 2.0
     while end is None or loop.time() < end:
         if script and loop.time() - start >= script[0][0]:
-            _, service, inputs, expected = script.pop(0)
+            _, device, service, inputs, expected = script.pop(0)
             try:
-                reply = await operator.invoke(service, inputs, f"demo-{len(replies) + 1}")
+                reply = await operator.invoke(device, service, inputs, f"demo-{len(replies) + 1}")
             except TimeoutError:
                 print(f"hub ← no reply to {service} within 10 s", flush=True)
                 reply = {"status": "timeout"}
             replies.append(reply)
-            expected_ok &= reply["status"] == expected
+            as_expected &= reply["status"] == expected
         if loop.time() >= next_print:
-            print(operator.summary(), flush=True)
-            next_print += 1.0
+            for line in operator.summary():
+                print(line, flush=True)
+            next_print += 2.0
         await asyncio.sleep(0.1)
     elapsed = loop.time() - start
     rtts = [r["rtt_ms"] for r in replies if "rtt_ms" in r]
+    silent = [d for d in devices if not operator.reports.get(d)]
     print(
-        f"demo  {operator.reports} reports, {operator.points} property updates in {elapsed:.0f} s; "
-        f"{len(replies)} commands" + (f", round trip {min(rtts):.1f}–{max(rtts):.1f} ms" if rtts else ""),
+        f"demo  {sum(operator.reports.values())} reports from {len(devices) - len(silent)} of {len(devices)} devices, "
+        f"{operator.points} property updates in {elapsed:.0f} s; {len(replies)} commands"
+        + (f", round trip {min(rtts):.1f}–{max(rtts):.1f} ms" if rtts else ""),
         flush=True,
     )
-    ok = operator.reports > 0 and not script and expected_ok
-    print("demo  OK: telemetry reached the hub and the commands were answered as expected" if ok
-          else "demo  FAILED: " + ("no telemetry" if not operator.reports else "commands not answered as expected"),
-          flush=True)
+    ok = not silent and not script and as_expected
+    if ok:
+        print("demo  OK: every device reached the hub and every command was answered as expected", flush=True)
+    else:
+        why = []
+        if silent:
+            why.append("no telemetry from " + ", ".join(silent))
+        if script or not as_expected:
+            why.append("commands not answered as expected" + (" (run longer than 12 s)" if script else ""))
+        print("demo  FAILED: " + "; ".join(why), flush=True)
     return 0 if ok else 1

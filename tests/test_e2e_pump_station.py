@@ -260,6 +260,11 @@ def test_demo_runs_the_whole_story_and_exits_zero() -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "start_pump" in result.stdout and "succeeded" in result.stdout
+    for protocol in ("Modbus TCP", "OPC UA", "CoAP", "MQTT"):
+        assert protocol in result.stdout
+    for service in ("set_plan", "calibrate", "set_valve"):
+        assert f"invoke {service}" in result.stdout
+    assert "from 5 of 5 devices" in result.stdout
     assert "demo  OK" in result.stdout
 
 

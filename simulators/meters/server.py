@@ -56,6 +56,7 @@ class MetersSimulator:
         speed: float = 1.0,
         seed: int | None = None,
         reconnect_delay: float = 0.5,
+        protocol: str = "5",
     ) -> None:
         match = _URL.match(broker_url)
         if match is None:
@@ -68,6 +69,8 @@ class MetersSimulator:
         self.status_every = status_every
         self.speed = speed
         self.reconnect_delay = reconnect_delay
+        # "3.1.1" for brokers without MQTT 5: replies then carry the correlation id in the payload only
+        self.protocol = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
         self.meters = {
             mid: WaterMeter(mid, None if seed is None else seed + i, report_interval=report_interval)
             for i, mid in enumerate(meter_ids(count))
@@ -109,7 +112,7 @@ class MetersSimulator:
                     self.host,
                     self.port,
                     identifier=f"meters-sim-{self.prefix}-{id(self):x}",
-                    protocol=aiomqtt.ProtocolVersion.V5,
+                    protocol=self.protocol,
                     timeout=5,
                     socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
                 )
