@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_commands(sub)
 
-    demo = sub.add_parser("demo", help="run the whole pump-station story on this machine")
+    demo = sub.add_parser("demo", help="run a whole street (four protocols, a broker, the gateway, an operator) on this machine")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
     demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
     demo.set_defaults(func=cmd_demo)
