@@ -43,6 +43,8 @@ class HubState(Protocol):
 
 class OutboxStats(Protocol):
     dropped: int
+    replayed: int
+    disk_errors: int
 
 
 class OutboxState(Protocol):
@@ -206,8 +208,10 @@ class GatewayMetrics:
                                   "Messages dropped, oldest first, from the hub link's full memory queue",
                                   value=hub.dropped)
         box = self._outbox
+        replayed = disk_errors = 0
         if box is not None:
             messages, size, age, dropped = box.depth, box.bytes, box.oldest_age, box.stats.dropped
+            replayed, disk_errors = box.stats.replayed, box.stats.disk_errors
         else:
             dropped = hub.dropped
         yield GaugeMetricFamily("citytwin_outbox_messages", "Reports and events waiting for the hub",
@@ -220,6 +224,12 @@ class GatewayMetrics:
         yield CounterMetricFamily("citytwin_outbox_dropped",
                                   "Messages dropped, oldest first, because the outbox hit a limit",
                                   value=dropped)
+        yield CounterMetricFamily("citytwin_outbox_replayed",
+                                  "Backlog messages replayed to the hub after outages",
+                                  value=replayed)
+        yield CounterMetricFamily("citytwin_outbox_disk_errors",
+                                  "Failed writes of the outbox database (full or broken disk)",
+                                  value=disk_errors)
 
 
 class _LiveCollector:

@@ -315,3 +315,30 @@ async def test_the_audit_chain_records_everything_and_detects_an_edit(
     log.write_bytes(b"\n".join(lines) + b"\n")
     gone = subprocess.run([*cli, "verify", "--file", str(log)], capture_output=True, text=True, timeout=60)
     assert gone.returncode == 1 and "chain broken" in gone.stdout
+
+
+async def test_an_async_service_is_accepted_at_once_then_answered_when_done(
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator]
+) -> None:
+    from citytwin.thingmodels.library import library_document
+
+    model = library_document("pump_station")
+    for service in model["services"]:
+        if service["identifier"] == "start_pump":
+            service["callType"] = "async"
+    (tmp_path / "pump_station_async.json").write_text(orjson.dumps(model).decode())
+    path = strict_config(tmp_path, mosquitto, sim)
+    doc = yaml.safe_load(path.read_text())
+    doc["devices"][0]["model"] = "pump_station_async.json"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = GatewayProcess(path)
+    proc.start()
+    try:
+        await wait_online(mosquitto)
+        ops = operators["control-room"]
+        await ops.send("services/start_pump/invoke", {"id": "async-1", "input": {"pump": 1}}, wait_for=2)
+        statuses = [r["status"] for r in ops.replies["async-1"]]
+        assert statuses == ["accepted", "succeeded"]
+        assert sim.station.pump(1).run_cmd is True
+    finally:
+        assert proc.stop() == 0, proc.output()
