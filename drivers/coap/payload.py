@@ -15,11 +15,11 @@ import orjson
 
 from citytwin.drivers.coap.binding import Format
 from citytwin.drivers.errors import BindingError, DecodeError
+from citytwin.drivers.jsonpointer import MISSING, parse_pointer, place
+from citytwin.drivers.jsonpointer import resolve as resolve_or_missing
 
 CONTENT_FORMAT: dict[Format, int] = {"text": 0, "json": 50, "cbor": 60}
 FORMAT_NAME: dict[int, str] = {0: "text/plain", 50: "application/json", 60: "application/cbor"}
-
-_MISSING = object()
 
 
 def decode(payload: bytes, content_format: int | None) -> Any:
@@ -63,24 +63,17 @@ def encode(document: Any, fmt: Format) -> bytes:
 
 def split_pointer(pointer: str) -> tuple[str, ...]:
     """RFC 6901 reference tokens of a pointer ("" is the whole document)."""
-    if not pointer:
-        return ()
-    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+    return parse_pointer(pointer)
 
 
 def resolve(document: Any, tokens: tuple[str, ...]) -> Any:
     """The value at ``tokens``; raises ``KeyError`` naming the first token that is absent."""
-    node = document
-    for token in tokens:
-        if isinstance(node, Mapping):
-            node = node.get(token, _MISSING)
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            node = _MISSING
-        if node is _MISSING:
-            raise KeyError(token)
-    return node
+    value = resolve_or_missing(document, tokens)
+    if value is MISSING:
+        for end in range(1, len(tokens) + 1):
+            if resolve_or_missing(document, tokens[:end]) is MISSING:
+                raise KeyError(tokens[end - 1])
+    return value
 
 
 def build(values: Mapping[tuple[str, ...], Any]) -> Any:
@@ -92,13 +85,7 @@ def build(values: Mapping[tuple[str, ...], Any]) -> Any:
             continue
         if not isinstance(document, dict):
             document = {}
-        node = document
-        for token in tokens[:-1]:
-            child = node.get(token)
-            if not isinstance(child, dict):
-                child = node[token] = {}
-            node = child
-        node[tokens[-1]] = value
+        place(document, tokens, value)
     return document
 
 
