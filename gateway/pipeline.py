@@ -87,10 +87,20 @@ class DevicePipeline:
         self.points_read += len(readings)
         if twin_changes:
             self.twin.update_reported(twin_changes, now)
+        if full:
+            self._complete_snapshot(out)
         if out:
             self.emit("report", {"ts": now, "properties": out})
         self._evaluate_events(now)
         return len(out)
+
+    def _complete_snapshot(self, out: dict[str, dict[str, Any]]) -> None:
+        """A full snapshot also repeats what was pushed (subscriptions) rather than polled."""
+        reported, meta = self.twin.reported, self.twin.reported_meta
+        for name in self.spec.points:
+            if name not in out and name in meta:
+                ts, quality, _ = meta[name]
+                out[name] = {"value": reported.get(name), "ts": ts, "quality": quality}
 
     def push(self, readings: Sequence[Reading]) -> None:
         """Readings a driver received unasked (subscriptions, observe)."""

@@ -113,3 +113,16 @@ def test_twin_delta_merge_patch_and_restore() -> None:
     restored = Twin.restore("d", twin.snapshot())
     assert restored.document() | {"state": "x"} == twin.document() | {"state": "x"}
     assert merge_patch({"k": [1, 2]}, {"k": [3]}) == {"k": [3]}
+
+
+def test_a_full_snapshot_repeats_pushed_values_too(spec: DeviceSpec) -> None:
+    sink, twin = Sink(), Twin("d")
+    pipe = DevicePipeline(spec, twin, sink)
+    pipe.push([good("level", 2.5, ts=123), good("pump1_running", True, ts=124)])
+    # a push-only device: its poll returns nothing, but the periodic snapshot still carries all
+    pipe.process([], now=5000, full=True)
+    snapshot = sink.reports()[-1]["properties"]
+    assert snapshot["level"] == {"value": 2.5, "ts": 123, "quality": "good"}
+    assert snapshot["pump1_running"]["value"] is True
+    pipe.process([], now=6000)
+    assert len(sink.reports()) == 2  # nothing new outside a snapshot
