@@ -132,7 +132,7 @@ class Transform(BaseModel):
         return value
 
 
-CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_]*)?)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 
 
 class EventTrigger(Strict):

@@ -133,3 +133,32 @@ def test_config_check_command(tmp_path: Path) -> None:
 def test_config_schema_command() -> None:
     result = run_cli("config", "schema")
     assert result.returncode == 0 and '"devices"' in result.stdout
+
+
+def test_modular_models_bind_and_trigger_by_module_address() -> None:
+    text = """
+gateway: {id: gw}
+devices:
+  - id: ps
+    model: pump_station_modular
+    driver: modbus-tcp
+    connection: {host: 127.0.0.1, port: 5020}
+    points:
+      level: {table: input_register, address: 0, type: float32}
+      "pump_1:fault": {table: discrete_input, address: 1}
+      "pump_1:running": {table: discrete_input, address: 0}
+    outputs:
+      run_1: {table: coil, address: 0}
+    events:
+      - event: "pump_1:trip"
+        when: "pump_1:fault == true"
+    services:
+      "pump_1:start": {writes: [{point: run_1, value: true}]}
+"""
+    _, specs = prepare(text, "gw.yaml", ROOT)
+    spec = specs["ps"]
+    assert spec.events[0].when.prop == "pump_1:fault"
+    assert "pump_1:start" in spec.services
+    bad = text.replace('when: "pump_1:fault == true"', 'when: "pump_9:fault == true"')
+    (error,) = errors_of(bad)
+    assert "devices[0].events[0].when: 'pump_9:fault' is not a bound property" in error
