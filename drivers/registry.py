@@ -29,7 +29,8 @@ class BindingModels(NamedTuple):
     bound to writes only). ``writable(point)`` says whether a point can be written;
     ``integer_raw(point)`` whether its raw value is an integer (so a scaled engineering
     value is rounded before it is written); ``float32(point)`` whether the raw value is a
-    single-precision float (reported to 7 significant digits).
+    single-precision float (reported to 7 significant digits); ``text(point)`` whether the
+    raw value is a string (so a thing model's ``text`` property may bind to it).
     """
 
     connection: type[BaseModel]
@@ -38,6 +39,7 @@ class BindingModels(NamedTuple):
     writable: Callable[[BaseModel], bool] = _never
     integer_raw: Callable[[BaseModel], bool] = _never
     float32: Callable[[BaseModel], bool] = _never
+    text: Callable[[BaseModel], bool] = _never
 
 
 def _modbus_tcp_models() -> BindingModels:
@@ -48,12 +50,19 @@ def _modbus_tcp_models() -> BindingModels:
         return isinstance(point, ModbusPoint) and point.table in WRITABLE_TABLES
 
     def integer_raw(point: BaseModel) -> bool:
-        return isinstance(point, ModbusPoint) and point.type not in ("float32", "float64", "bool")
+        return isinstance(point, ModbusPoint) and point.type not in (
+            "float32", "float64", "bool", "string"
+        )
 
     def float32(point: BaseModel) -> bool:
         return isinstance(point, ModbusPoint) and point.type == "float32"
 
-    return BindingModels(ModbusTcpConnection, ModbusPoint, None, writable, integer_raw, float32)
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, ModbusPoint) and point.type == "string"
+
+    return BindingModels(
+        ModbusTcpConnection, ModbusPoint, None, writable, integer_raw, float32, text
+    )
 
 
 def _modbus_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
@@ -105,6 +114,33 @@ def _modbus_rtu_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -
             f"driver 'modbus-rtu' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17' 'pyserial>=3.5,<4'"
         ) from exc
     return ModbusRtuDriver(connection, checked)
+
+
+def _modbus_rtu_over_tcp_models() -> BindingModels:
+    from citytwin.drivers.modbus.binding import ModbusRtuOverTcpConnection
+
+    return _modbus_tcp_models()._replace(connection=ModbusRtuOverTcpConnection)
+
+
+def _modbus_rtu_over_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.modbus.binding import ModbusPoint, ModbusRtuOverTcpConnection
+
+    if not isinstance(connection, ModbusRtuOverTcpConnection):
+        raise BindingError(
+            f"modbus-rtu-over-tcp needs a ModbusRtuOverTcpConnection, not {type(connection).__name__}"
+        )
+    checked: dict[str, ModbusPoint] = {}
+    for name, point in points.items():
+        if not isinstance(point, ModbusPoint):
+            raise BindingError(f"point {name!r}: modbus-rtu-over-tcp needs a ModbusPoint binding")
+        checked[name] = point
+    try:
+        from citytwin.drivers.modbus.rtu_over_tcp import ModbusRtuOverTcpDriver
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"driver 'modbus-rtu-over-tcp' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17'"
+        ) from exc
+    return ModbusRtuOverTcpDriver(connection, checked)
 
 
 def _mqtt_models() -> BindingModels:
@@ -196,6 +232,7 @@ def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Dri
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
     "modbus-tcp": (_modbus_tcp_models, _modbus_tcp_driver),
     "modbus-rtu": (_modbus_rtu_models, _modbus_rtu_driver),
+    "modbus-rtu-over-tcp": (_modbus_rtu_over_tcp_models, _modbus_rtu_over_tcp_driver),
     "mqtt": (_mqtt_models, _mqtt_driver),
     "coap": (_coap_models, _coap_driver),
     "opcua": (_opcua_models, _opcua_driver),

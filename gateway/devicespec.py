@@ -167,11 +167,12 @@ def compile_device(
             issues.append((loc + ("points", name), f"model {model.product_key} has no property {name!r}"))
             continue
         kind = prop.data_type.type
-        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE):
-            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to a driver point"))
-            continue
         # the driver gets its own binding type, without the gateway's transform fields
         binding = traits.point.model_validate(point.model_dump(include=set(traits.point.model_fields)))
+        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
+            what = "a string point" if traits.text(binding) else "a driver point"
+            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to {what}"))
+            continue
         significant = 7 if traits.float32(binding) else None
         digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
         points[name] = PropertyPoint(

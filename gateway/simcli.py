@@ -27,7 +27,7 @@ def cmd_pump_station(args: argparse.Namespace) -> int:
         # a street of stations on consecutive ports, for demos and load tests
         await asyncio.gather(*(
             serve(args.host, args.port + i, args.unit, args.speed,
-                  None if args.seed is None else args.seed + i)
+                  None if args.seed is None else args.seed + i, rtu_over_tcp=args.rtu_over_tcp)
             for i in range(args.count)
         ))
 
@@ -66,6 +66,7 @@ def add_sim_commands(sub: Any) -> None:
     pump.add_argument("--unit", type=int, default=1)
     pump.add_argument("--count", type=int, default=1, help="run COUNT stations on ports PORT, PORT+1, …")
     pump.add_argument("--serial", default=None, metavar="DEVICE", help="serve Modbus RTU on this serial device")
+    pump.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing on the TCP port (serial device servers)")
     pump.add_argument("--baudrate", type=int, default=19200)
     pump.add_argument("--parity", default="E", choices=["N", "E", "O"])
     common(pump)

@@ -14,13 +14,14 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from modbus_peers import (
     HOLDING_PATTERN,
     SLAVE_POINTS,
     LibmodbusSlave,
+    ScriptedPeer,
     build_slave,
 )
 
@@ -50,90 +51,6 @@ def slave(slave_binary: Path) -> Iterator[LibmodbusSlave]:
     peer.start()
     yield peer
     peer.stop()
-
-
-class ScriptedPeer:
-    """Answers function 3 (register i holds its address) and misbehaves on cue.
-
-    ``script`` holds one action per request, across connections; "ok" once it runs out.
-    """
-
-    def __init__(self, script: list[str]) -> None:
-        self.script = script
-        self.connections = 0
-        self.requests = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*self._handlers)  # they end on the EOF of their own close
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.append(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            while True:
-                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
-                pdu = await reader.readexactly(length - 1)
-                self.requests += 1
-                action = self.script.pop(0) if self.script else "ok"
-                if action == "close":
-                    writer.close()
-                    return
-                if action == "silent":
-                    continue
-                if action == "garbage":
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-                    continue
-                body = self._answer(action, pdu)
-                frame = struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body
-                if action == "split":  # the answer arrives in two TCP segments
-                    writer.write(frame[:5])
-                    await writer.drain()
-                    await asyncio.sleep(0.05)
-                    frame = frame[5:]
-                writer.write(frame)
-                if action == "answer_then_close":
-                    await writer.drain()
-                    writer.close()
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @staticmethod
-    def _answer(action: str, pdu: bytes) -> bytes:
-        function = pdu[0]
-        address, count = struct.unpack(">HH", pdu[1:5])
-        registers = struct.pack(f">{count}H", *range(address, address + count))
-        if action == "short":  # well framed, but half the registers
-            half = registers[: 2 * (count // 2)]
-            return bytes([function, len(half)]) + half
-        if action == "bad_count":  # byte count disagrees with the frame length
-            return bytes([function, 2 * count + 2]) + registers
-        if action == "wrong_function":
-            return bytes([4, 2 * count]) + registers
-        if action == "exception":
-            return bytes([function | 0x80, 4])
-        if action == "long_exception":
-            return bytes([function | 0x80, 4, 0])
-        return bytes([function, 2 * count]) + registers
 
 
 @pytest.fixture
@@ -175,10 +92,10 @@ async def test_decodes_exactly_what_the_slave_holds(slave: LibmodbusSlave) -> No
     async with driver:
         readings = await driver.read()
         assert values(readings) == {name: value for name, (_, value) in SLAVE_POINTS.items()}
-        # coils 0..10 and 63 (gap 52 > 8), discrete inputs 0..7, holding 0..23,
-        # input registers 0..1 and 50..53 (gap 48 > 8)
-        assert driver.health.requests == 6
-        assert driver.health.extra["requests_per_read"] == 6
+        # coils 0..10 and 63 (gap 52 > 8), discrete inputs 0..7, holding 0..23 and
+        # 200..233, input registers 0..1 and 50..60 (gap 48 > 8)
+        assert driver.health.requests == 7
+        assert driver.health.extra["requests_per_read"] == 7
         assert driver.health.failures == 0
         assert all(isinstance(r.ts, int) and r.ts > 1_600_000_000_000 for r in readings)
 
@@ -364,7 +281,7 @@ async def test_block_crossing_the_end_of_the_map_is_bad_as_a_whole(
 
 async def test_device_exception_on_write_raises_device_error(slave: LibmodbusSlave) -> None:
     points = {
-        "missing": {"table": "holding_register", "address": 250},
+        "missing": {"table": "holding_register", "address": 350},
         "hr0": {"table": "holding_register", "address": 0},
     }
     driver = make_driver(slave.port, points)

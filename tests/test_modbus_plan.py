@@ -14,12 +14,21 @@ from pydantic import BaseModel, ValidationError
 
 from citytwin.drivers.errors import BindingError
 from citytwin.drivers.fields import IntRange, PositiveFloat
-from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+from citytwin.drivers.modbus.binding import (
+    ModbusPoint,
+    ModbusRtuConnection,
+    ModbusRtuOverTcpConnection,
+    ModbusTcpConnection,
+)
 from citytwin.drivers.modbus.codec import (
     WIDTH,
+    BadValue,
+    ByteOrder,
     PointType,
+    RegisterField,
     WordOrder,
     encode_registers,
+    encode_string,
     register_decoder,
 )
 from citytwin.drivers.modbus.frames import frame_problem
@@ -37,10 +46,13 @@ NUMERIC: tuple[PointType, ...] = (
 )
 
 
-def hr(address: int, type_: str = "uint16", word_order: str = "big") -> ModbusPoint:
+def hr(
+    address: int, type_: str = "uint16", word_order: str = "big", byte_order: str = "big", **more: Any
+) -> ModbusPoint:
     return ModbusPoint.model_validate(
-        {"table": "holding_register", "address": address, "type": type_, "word_order": word_order}
-    )
+        {"table": "holding_register", "address": address, "type": type_,
+         "word_order": word_order, "byte_order": byte_order, **more}
+    )  # fmt: skip
 
 
 def spans(blocks: list[ReadBlock]) -> list[tuple[str, int, int]]:
@@ -184,9 +196,17 @@ def test_random_blocks_decode_like_struct(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(50):
         points: dict[str, ModbusPoint] = {}
+        plain = rng.random() < 0.5  # half the rounds: the one-pack fast path only
         for i in range(rng.randint(1, 30)):
-            type_ = rng.choice(NUMERIC)
-            points[f"p{i}"] = hr(rng.randint(0, 300), type_, rng.choice(["big", "little"]))
+            address, orders = rng.randint(0, 300), ["big", "little"]
+            kind = "number" if plain else rng.choice(["number", "number", "bit", "string"])
+            if kind == "bit":
+                points[f"p{i}"] = hr(address, "bool", byte_order=rng.choice(orders), bit=rng.randrange(16))
+            elif kind == "string":
+                points[f"p{i}"] = hr(address, "string", byte_order=rng.choice(orders), length=rng.randint(1, 6))
+            else:
+                byte_order = "big" if plain else rng.choice(orders)
+                points[f"p{i}"] = hr(address, rng.choice(NUMERIC), rng.choice(orders), byte_order)
         registers = [rng.randrange(65536) for _ in range(310)]
         for block in plan(points, gap=rng.randint(0, 10)):
             answer = registers[block.start : block.start + block.count]
@@ -195,16 +215,29 @@ def test_random_blocks_decode_like_struct(seed: int) -> None:
 
 
 def _reference(point: ModbusPoint, registers: list[int]) -> Any:
-    words = registers[point.address : point.address + WIDTH[point.type]]
+    """Decoded the long way: bytes of each register, in the binding's orders."""
+    words = registers[point.address : point.address + point.width]
     if point.word_order == "little":
         words = words[::-1]
-    raw = struct.pack(f">{len(words)}H", *words)
+    byteorder: Any = point.byte_order
+    raw = b"".join(word.to_bytes(2, byteorder) for word in words)
+    if point.type == "bool":
+        assert point.bit is not None
+        return bool(int.from_bytes(raw, "big") >> point.bit & 1)
+    if point.type == "string":
+        text = raw.partition(b"\0")[0].rstrip(b" ")
+        try:
+            return text.decode("ascii")
+        except UnicodeDecodeError:
+            return "bad"
     code = {"uint16": "H", "int16": "h", "uint32": "I", "int32": "i", "float32": "f",
             "uint64": "Q", "int64": "q", "float64": "d"}[point.type]  # fmt: skip
     return struct.unpack(">" + code, raw)[0]
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, BadValue):
+        return b == "bad"
     return (math.isnan(a) and math.isnan(b)) if isinstance(a, float) and math.isnan(a) else a == b
 
 
@@ -227,13 +260,70 @@ def _same(a: Any, b: Any) -> bool:
         ("float64", 1234.5678),
     ],
 )
+@pytest.mark.parametrize("byte_order", ["big", "little"])
 def test_encode_then_decode_round_trips(
-    type_: PointType, value: Any, word_order: WordOrder
+    type_: PointType, value: Any, word_order: WordOrder, byte_order: ByteOrder
 ) -> None:
-    words = encode_registers(type_, word_order, value)
+    words = encode_registers(type_, word_order, value, byte_order)
     assert len(words) == WIDTH[type_]
-    (decoded,) = register_decoder([(0, type_, word_order)])(words)
+    (decoded,) = register_decoder([RegisterField(0, type_, word_order, byte_order)])(words)
     assert decoded == value
+
+
+@pytest.mark.parametrize(
+    ("word_order", "byte_order", "words"),
+    [
+        ("big", "big", [0x41AE, 0x0000]),  # ABCD
+        ("little", "big", [0x0000, 0x41AE]),  # CDAB
+        ("big", "little", [0xAE41, 0x0000]),  # BADC
+        ("little", "little", [0x0000, 0xAE41]),  # DCBA
+    ],
+)
+def test_the_four_layouts_of_a_float32(
+    word_order: WordOrder, byte_order: ByteOrder, words: list[int]
+) -> None:
+    assert encode_registers("float32", word_order, 21.75, byte_order) == words
+    field = RegisterField(0, "float32", word_order, byte_order)
+    assert register_decoder([field])(words) == (21.75,)
+    # 0x0102030405060708 as DCBA: every byte in reverse order
+    assert encode_registers("uint64", "little", 0x0102030405060708, "little") == [
+        0x0807, 0x0605, 0x0403, 0x0201,
+    ]  # fmt: skip
+    assert encode_registers("int16", "big", -2, "little") == [0xFEFF]
+
+
+def test_bits_inside_registers() -> None:
+    decode = register_decoder([
+        RegisterField(0, "bool", bit=0), RegisterField(0, "bool", bit=15),
+        RegisterField(0, "bool", bit=1), RegisterField(0, "bool", byte_order="little", bit=0),
+        RegisterField(0, "bool", byte_order="little", bit=8),
+    ])  # fmt: skip
+    assert decode([0x8001]) == (True, True, False, False, True)
+
+
+def test_strings() -> None:
+    assert encode_string("AB", 2, "ascii", "big") == [0x4142, 0x0000]
+    assert encode_string("ABC", 2, "ascii", "little") == [0x4241, 0x0043]
+    assert encode_string("Zürich", 4, "utf-8", "big") == [0x5AC3, 0xBC72, 0x6963, 0x6800]
+    decode = register_decoder([
+        RegisterField(0, "string", length=3), RegisterField(0, "string", length=3, encoding="utf-8"),
+        RegisterField(0, "string", byte_order="little", length=2),
+    ])  # fmt: skip
+    assert decode([0x5041, 0x2020, 0x0000]) == ("PA", "PA", "AP")  # trailing spaces, NULs go
+    assert decode([0x4100, 0x4243, 0x2020]) == ("A", "A", "")  # a C string ends at its NUL
+    (bad, utf8, _) = decode([0xC3BC, 0x0000, 0x0000])
+    assert isinstance(bad, BadValue) and "not valid ascii" in bad.reason
+    assert utf8 == "ü"
+    for value, message in [
+        ("ABCDE", "'ABCDE' is 5 bytes in ascii; 2 registers hold 4"),
+        ("Zürich", "cannot be encoded as ascii"),
+        ("a\0b", "NUL"),
+        (12, "expects a string"),
+    ]:
+        with pytest.raises(BindingError, match=message):
+            encode_string(value, 2, "ascii", "big")
+    with pytest.raises(BindingError, match="not a number type"):
+        encode_registers("string", "big", 1)
 
 
 def test_word_order_is_word_not_byte_order() -> None:
@@ -270,7 +360,7 @@ def test_encode_refuses_bad_values(type_: PointType, value: Any, message: str) -
 
 
 def test_bool_cannot_be_decoded_from_registers() -> None:
-    with pytest.raises(BindingError, match="type bool needs a coil or discrete_input"):
+    with pytest.raises(BindingError, match="type bool in a register table needs a bit"):
         register_decoder([(0, "bool", "big")])
 
 
@@ -343,8 +433,28 @@ def test_point_defaults_follow_the_table() -> None:
         ({"table": "coil", "address": 1, "type": "uint16"}, [("type", "a coil holds only bool, not uint16")]),
         (
             {"table": "input_register", "address": 1, "type": "bool"},
-            [("type", "bool needs a coil or discrete_input table, not input_register")],
+            [("bit", "a bool in a input_register needs bit: 0..15 (or use a coil or discrete_input)")],
         ),
+        ({"table": "holding_register", "address": 1, "type": "bool", "bit": 16}, [("bit", "must be 0..15")]),
+        ({"table": "coil", "address": 1, "bit": 2}, [("bit", "bit is for a bool inside a holding or input register")]),
+        ({"table": "holding_register", "address": 1, "bit": 2}, [("bit", "bit is for a bool inside a holding or input register")]),
+        ({"table": "holding_register", "address": 1, "type": "string"}, [("length", "a string needs its length in registers")]),
+        ({"table": "holding_register", "address": 1, "type": "string", "length": 124}, [("length", "must be 1..123")]),
+        ({"table": "holding_register", "address": 1, "length": 2}, [("length", "only a string has a length")]),
+        (
+            {"table": "holding_register", "address": 65530, "type": "string", "length": 8},
+            [("address", "a string needs 8 registers, so must be 0..65528")],
+        ),
+        ({"table": "holding_register", "address": 1, "encoding": "utf-8"}, [("", "encoding is for strings only")]),
+        (
+            {"table": "holding_register", "address": 1, "type": "string", "length": 2, "word_order": "little"},
+            [("", "a string's characters run in address order: no word_order")],
+        ),
+        (
+            {"table": "input_register", "address": 1, "type": "bool", "bit": 1, "write_mode": "mask"},
+            [("", "write_mode mask is for a bit inside a holding register")],
+        ),
+        ({"table": "holding_register", "address": 1, "byte_order": "middle"}, [("byte_order", "Input should be 'big' or 'little'")]),
         (
             {"table": "holding_register", "address": 65534, "type": "float64"},
             [("address", "a float64 needs 4 registers, so must be 0..65532")],
@@ -390,6 +500,24 @@ def test_connection_defaults_and_errors() -> None:
         ("max_registers", "must be 1..125"),
         ("retries", "Extra inputs are not permitted"),
     ]
+
+
+def test_unit_zero_is_broadcast_and_only_for_writes() -> None:
+    for model, extra in [
+        (ModbusTcpConnection, {"host": "h"}),
+        (ModbusRtuConnection, {"port": "/dev/ttyS0"}),
+        (ModbusRtuOverTcpConnection, {"host": "h"}),
+    ]:
+        (error,) = errors(model, {**extra, "unit": 0})
+        assert error[1].startswith("unit 0 is the broadcast address")
+        assert model.model_validate({**extra, "unit": 0, "broadcast_writes": True}).unit == 0
+        assert errors(model, {**extra, "broadcast_writes": True}) == [
+            ("", "broadcast_writes needs unit 0 (the broadcast address)")
+        ]
+        assert errors(model, {**extra, "unit": 0, "broadcast_writes": True, "verify": True}) == [
+            ("", "verify needs an answer, and a broadcast gets none")
+        ]
+    assert errors(ModbusRtuOverTcpConnection, {"host": "h", "unit": 248}) == [("unit", "must be 0..247")]
 
 
 def test_fields_reject_bools_and_non_finite_numbers() -> None:

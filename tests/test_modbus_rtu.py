@@ -174,6 +174,24 @@ async def test_rtu_against_libmodbus(line: PtyPair, libmodbus_rtu: subprocess.Po
         assert bad.quality is Quality.BAD and "illegal data address" in (bad.error or "")
 
 
+async def test_broadcast_write_reaches_libmodbus_unanswered(
+    line: PtyPair, libmodbus_rtu: subprocess.Popen[str]
+) -> None:
+    points = {
+        "hr240": {"table": "holding_register", "address": 240},
+        "name": {"table": "holding_register", "address": 241, "type": "string", "length": 2},
+    }
+    # a long timeout: had the driver waited for an answer, this test would time out
+    broadcast = rtu_driver(line.a, points, unit=0, broadcast_writes=True, timeout=30)
+    unit5 = rtu_driver(line.a, points, unit=5)
+    async with broadcast, unit5:
+        await asyncio.wait_for(broadcast.write({"hr240": 4711, "name": "B1"}), 5)
+        values = {r.point: r.value for r in await unit5.read()}
+        assert values == {"hr240": 4711, "name": "B1"}
+        (refused, _) = await broadcast.read()
+        assert refused.quality is Quality.BAD and "broadcast" in (refused.error or "")
+
+
 # -- a scripted peer for what a healthy slave never sends -----------------------------------
 
 

@@ -1,9 +1,12 @@
 """Modbus data types: their register widths, block decoders and write encoders.
 
 Stdlib only, so both the binding models and the planner can use it without loading
-pymodbus. Registers are 16-bit big-endian words (the Modbus standard); ``word_order``
-only says which word of a multi-register value comes first ("little" is the common
-"word swapped" or CDAB layout).
+pymodbus. On the wire a register is a 16-bit big-endian word (the Modbus standard);
+devices differ in how they lay a value across registers, which two per-point settings
+describe: ``word_order`` says which register of a multi-register value comes first
+("little" is the common "word swapped" layout) and ``byte_order`` whether the two bytes
+inside each register are swapped. For a 32-bit value with bytes A B C D (A most
+significant): big/big is ABCD, little/big CDAB, big/little BADC, little/little DCBA.
 """
 
 from __future__ import annotations
@@ -12,21 +15,25 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from citytwin.drivers.errors import BindingError
 
 Table = Literal["coil", "discrete_input", "holding_register", "input_register"]
 PointType = Literal[
-    "bool", "uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64"
-]
+    "bool", "uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64",
+    "string",
+]  # fmt: skip
 WordOrder = Literal["big", "little"]
+ByteOrder = Literal["big", "little"]
+Encoding = Literal["ascii", "utf-8"]
 
 TABLES: tuple[Table, ...] = ("coil", "discrete_input", "holding_register", "input_register")
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete_input"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"coil", "holding_register"})
+MAX_STRING_REGISTERS = 123  # what one write-multiple request (function 16) carries
 
-# registers (or bits) one value occupies
+# registers (or bits) one value occupies; a string's width is its ``length``
 WIDTH: dict[str, int] = {
     "bool": 1,
     "uint16": 1,
@@ -63,6 +70,52 @@ Decoder = Callable[[Sequence[Any]], tuple[Any, ...]]
 """Maps a response's register (or bit) list to the values of a block's points, in order."""
 
 
+class BadValue:
+    """Stands in a decoded block for one value that could not be decoded (e.g. a string
+    that is not valid in its encoding), so only that point turns BAD."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"BadValue({self.reason!r})"
+
+
+class RegisterField(NamedTuple):
+    """One point of a register block: where it starts in the answer and how it is encoded."""
+
+    offset: int
+    type: PointType
+    word_order: WordOrder = "big"
+    byte_order: ByteOrder = "big"
+    bit: int | None = None
+    """a bool inside a register: the bit, 0 = least significant"""
+    length: int = 0
+    """a string's registers"""
+    encoding: Encoding = "ascii"
+
+
+def value_width(type_: PointType, length: int | None = None) -> int:
+    """Registers (or bits) a value occupies."""
+    if type_ == "string":
+        if not length:
+            raise BindingError("a string needs a length in registers")
+        return length
+    return WIDTH[type_]
+
+
+def swap_bytes(word: int) -> int:
+    return ((word >> 8) | (word << 8)) & 0xFFFF
+
+
+def bit_mask(bit: int, byte_order: ByteOrder = "big") -> int:
+    """The register bits (as transmitted) that hold ``bit`` of the value."""
+    mask = 1 << bit
+    return swap_bytes(mask) if byte_order == "little" else mask
+
+
 def register_indices(offset: int, type_: PointType, word_order: WordOrder) -> tuple[int, ...]:
     """The response indices holding a value's words, most significant first."""
     width = WIDTH[type_]
@@ -83,17 +136,24 @@ def bit_decoder(offsets: Sequence[int]) -> Decoder:
     return _picker(offsets)
 
 
-def register_decoder(fields: Sequence[tuple[int, PointType, WordOrder]]) -> Decoder:
-    """Decoder for points ``(offset, type, word_order)`` of a register block.
+def _plain(field: RegisterField) -> bool:
+    return field.type in _CODE and field.byte_order == "big"
 
-    Precompiled once per block: one gather of the used words (in big-word order), one
-    ``pack`` and one ``unpack`` decode every point of the block, whatever its types.
+
+def register_decoder(fields: Sequence[RegisterField | tuple[Any, ...]]) -> Decoder:
+    """Decoder for the points of a register block, given as ``RegisterField``s (or tuples).
+
+    Precompiled once per block. A block of plain numbers (the common case) decodes with
+    one gather of the used words (in big-word order), one ``pack`` and one ``unpack``;
+    a block with swapped bytes, bits or strings decodes value by value.
     """
+    specs = [RegisterField(*f) for f in fields]
+    if not all(_plain(f) for f in specs):
+        getters = [_value_decoder(f) for f in specs]
+        return lambda registers: tuple([get(registers) for get in getters])
     indices: list[int] = []
     codes: list[str] = []
-    for offset, type_, word_order in fields:
-        if type_ == "bool":
-            raise BindingError("type bool needs a coil or discrete_input table")
+    for offset, type_, word_order, *_ in specs:
         indices.extend(register_indices(offset, type_, word_order))
         codes.append(_CODE[type_])
     pick = _picker(indices)
@@ -108,6 +168,43 @@ def register_decoder(fields: Sequence[tuple[int, PointType, WordOrder]]) -> Deco
     return decode
 
 
+ValueDecoder = Callable[[Sequence[Any]], Any]
+
+
+def _value_decoder(field: RegisterField) -> ValueDecoder:
+    offset, type_ = field.offset, field.type
+    if type_ == "bool":
+        if field.bit is None:
+            raise BindingError("type bool in a register table needs a bit (0..15)")
+        mask = bit_mask(field.bit, field.byte_order)
+        return lambda registers: bool(registers[offset] & mask)
+    if type_ == "string":
+        return _string_decoder(offset, field.length, field.encoding, field.byte_order)
+    pick = _picker(register_indices(offset, type_, field.word_order))
+    width = WIDTH[type_]
+    endian = "<" if field.byte_order == "little" else ">"
+    pack = struct.Struct(f"{endian}{width}H").pack  # "<" swaps the bytes of every word
+    unpack = _VALUE_STRUCT[type_].unpack
+    return lambda registers: unpack(pack(*pick(registers)))[0]
+
+
+def _string_decoder(offset: int, length: int, encoding: Encoding, byte_order: ByteOrder) -> ValueDecoder:
+    endian = "<" if byte_order == "little" else ">"
+    pack = struct.Struct(f"{endian}{length}H").pack
+    end = offset + length
+
+    def decode(registers: Sequence[Any]) -> Any:
+        raw = pack(*registers[offset:end])
+        # a C string ends at its first NUL; fixed fields are often padded with spaces
+        text = raw.split(b"\x00", 1)[0].rstrip(b" ")
+        try:
+            return text.decode(encoding)
+        except UnicodeDecodeError as exc:
+            return BadValue(f"not valid {encoding}: {exc.reason} at byte {exc.start}")
+
+    return decode
+
+
 def encode_bit(value: Any) -> bool:
     """Check a raw value for a coil; raises ``BindingError`` (message without point name)."""
     if not isinstance(value, bool):
@@ -115,8 +212,12 @@ def encode_bit(value: Any) -> bool:
     return value
 
 
-def encode_registers(type_: PointType, word_order: WordOrder, value: Any) -> list[int]:
-    """Encode a raw value into register words in wire order; raises ``BindingError``."""
+def encode_registers(
+    type_: PointType, word_order: WordOrder, value: Any, byte_order: ByteOrder = "big"
+) -> list[int]:
+    """Encode a raw number into register words in wire order; raises ``BindingError``."""
+    if type_ not in _CODE:
+        raise BindingError(f"{type_} is not a number type")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BindingError(f"expects a number for {type_}, got {type(value).__name__} {value!r}")
     if type_ in _INT_RANGE:
@@ -136,4 +237,24 @@ def encode_registers(type_: PointType, word_order: WordOrder, value: Any) -> lis
     words = list(_WORDS_STRUCT[WIDTH[type_]].unpack(raw))
     if word_order == "little":
         words.reverse()
+    if byte_order == "little":
+        words = [swap_bytes(word) for word in words]
     return words
+
+
+def encode_string(value: Any, length: int, encoding: Encoding, byte_order: ByteOrder) -> list[int]:
+    """Encode text into ``length`` registers, padded with NULs; raises ``BindingError``."""
+    if not isinstance(value, str):
+        raise BindingError(f"expects a string, got {type(value).__name__} {value!r}")
+    try:
+        raw = value.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise BindingError(f"{value!r} cannot be encoded as {encoding}: {exc.reason}") from None
+    if b"\x00" in raw:
+        raise BindingError(f"{value!r} contains a NUL character")
+    if len(raw) > 2 * length:
+        raise BindingError(
+            f"{value!r} is {len(raw)} bytes in {encoding}; {length} registers hold {2 * length}"
+        )
+    endian = "<" if byte_order == "little" else ">"
+    return list(struct.unpack(f"{endian}{length}H", raw.ljust(2 * length, b"\x00")))

@@ -55,4 +55,6 @@ def frame_problem(data: bytes) -> FrameProblem | None:
             return FrameProblem(f"odd byte count {byte_count} for registers", False)
     elif function in (5, 6, 15, 16) and pdu_length != 5:
         return FrameProblem(f"write answer of {pdu_length} bytes, expected 5", False)
+    elif function == 22 and pdu_length != 7:
+        return FrameProblem(f"mask write answer of {pdu_length} bytes, expected 7", False)
     return None

@@ -15,13 +15,16 @@ from citytwin.drivers.errors import BindingError
 from citytwin.drivers.modbus.codec import (
     BIT_TABLES,
     TABLES,
-    WIDTH,
+    ByteOrder,
     Decoder,
+    Encoding,
     PointType,
+    RegisterField,
     Table,
     WordOrder,
     bit_decoder,
     register_decoder,
+    value_width,
 )
 
 
@@ -36,6 +39,14 @@ class PointSpec(Protocol):
     def type(self) -> PointType: ...
     @property
     def word_order(self) -> WordOrder: ...
+    @property
+    def byte_order(self) -> ByteOrder: ...
+    @property
+    def bit(self) -> int | None: ...
+    @property
+    def length(self) -> int | None: ...
+    @property
+    def encoding(self) -> Encoding: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,8 @@ class ReadBlock:
     """One read request: ``count`` registers (or bits) of ``table`` from ``start``.
 
     ``points[i]`` starts at ``offsets[i]`` in the answer; ``decode(answer)`` returns
-    their values in the same order.
+    their values in the same order. When ``fallible``, a value may be a ``codec.BadValue``
+    (a string that is not valid text), which makes that one point BAD.
     """
 
     table: Table
@@ -52,6 +64,7 @@ class ReadBlock:
     points: tuple[str, ...]
     offsets: tuple[int, ...]
     decode: Decoder
+    fallible: bool = False
 
     @property
     def label(self) -> str:
@@ -89,7 +102,7 @@ def _coalesce(
     group: list[tuple[int, str, PointSpec]] = []
     start = end = 0  # the group covers start..end-1
     for address, name, point in entries:
-        width = WIDTH[point.type]
+        width = value_width(point.type, point.length)
         if width > limit:
             raise BindingError(
                 f"point {name!r}: a {point.type} needs {width} registers, "
@@ -111,11 +124,19 @@ def _block(
     table: Table, start: int, end: int, group: list[tuple[int, str, PointSpec]]
 ) -> ReadBlock:
     offsets = tuple(address - start for address, _, _ in group)
+    fallible = False
     if table in BIT_TABLES:
         decode = bit_decoder(offsets)
     else:
-        fields = [(address - start, p.type, p.word_order) for address, _, p in group]
+        fields = [
+            RegisterField(
+                address - start, p.type, p.word_order, p.byte_order, p.bit, p.length or 0,
+                p.encoding,
+            )
+            for address, _, p in group
+        ]
         decode = register_decoder(fields)
+        fallible = any(p.type == "string" for _, _, p in group)
     return ReadBlock(
         table=table,
         start=start,
@@ -123,4 +144,5 @@ def _block(
         points=tuple(name for _, name, _ in group),
         offsets=offsets,
         decode=decode,
+        fallible=fallible,
     )

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from pymodbus.client import AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from citytwin.drivers.base import Driver, Health, Quality, Reading
@@ -40,23 +41,29 @@ from citytwin.drivers.modbus.binding import ModbusLink, ModbusPoint, ModbusTcpCo
 from citytwin.drivers.modbus.codec import (
     BIT_TABLES,
     WRITABLE_TABLES,
+    BadValue,
+    Table,
+    bit_mask,
     encode_bit,
     encode_registers,
+    encode_string,
 )
 from citytwin.drivers.modbus.frames import frame_problem
 from citytwin.drivers.modbus.plan import ReadBlock, plan_reads
 
+# Every exception code of the Modbus application protocol (V1.1b3, section 7), and 7,
+# which older devices still send. Code 9 is not assigned.
 EXCEPTION_NAMES: dict[int, str] = {
     1: "illegal function",
     2: "illegal data address",
     3: "illegal data value",
     4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
+    5: "acknowledge: accepted, but still processing; ask again later",
+    6: "server device busy: try again later",
+    7: "negative acknowledge: the device cannot perform the request",
+    8: "memory parity error in the device's extended memory",
+    10: "gateway path unavailable: the gateway has no path to the unit",
+    11: "gateway target device failed to respond: the unit behind the gateway is silent",
 }
 _READ_FUNCTION = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 _PLAN_CACHE_SIZE = 64
@@ -67,14 +74,24 @@ _Plan = tuple[tuple[ReadBlock, Call], ...]
 
 def exception_reason(code: int, what: str) -> str:
     """E.g. ``modbus exception 2 (illegal data address) reading input_register 0..9``."""
-    return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) {what}"
+    name = EXCEPTION_NAMES.get(code, "not a standard exception code")
+    return f"modbus exception {code} ({name}) {what}"
 
 
 @dataclass(frozen=True, slots=True)
 class _Write:
+    """One point's write, checked and encoded before anything is sent."""
+
     what: str
-    function: int
-    call: Call
+    table: Table
+    address: int
+    words: tuple[int, ...] = ()
+    state: bool = False
+    """a coil's new state, or a bit's inside a register"""
+    mask: int = 0
+    """a bit inside a holding register: the register bits (as sent) that hold it"""
+    mask_write: bool = False
+    verify: bool = False
 
 
 def _read_call(block: ReadBlock, unit: int) -> Call:
@@ -108,6 +125,12 @@ def _os_reason(exc: OSError) -> str:
     return str(exc)
 
 
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"0x{word:04X}" for word in value) + "]"
+    return repr(value)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -126,17 +149,27 @@ class ModbusTcpDriver(Driver):
     exception or a malformed answer makes that request's points BAD and keeps the link;
     a timeout or a broken link drops the link and raises a ``TransportError``, after which
     ``connect()`` may be called again.
+
+    Unit 0 is the broadcast address (connections allow it only with ``broadcast_writes``):
+    writes are sent without waiting for an answer, nothing is read, and a point that needs
+    an answer (read-back verification, read-modify-write of a bit) is refused here.
     """
+
+    _framer = FramerType.SOCKET
 
     def __init__(self, connection: ModbusLink, points: Mapping[str, ModbusPoint]) -> None:
         self._conn = connection
         self._points: dict[str, ModbusPoint] = dict(points)
+        self._broadcast = connection.unit == 0
+        if self._broadcast:
+            self._check_broadcast_points()
         self._peer = self._describe(connection)
         self._plan_all = self._plan(self._points)
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._client: ModbusBaseClient | None = None
         self._generation = 0  # bumped whenever a client is discarded: silences its hooks
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one request at a time on the link
+        self._write_lock = asyncio.Lock()  # one write() at a time: read-modify-write is atomic
         self._in_flight = False
         self._last_error: str | None = None
         self._requests = 0
@@ -161,6 +194,7 @@ class ModbusTcpDriver(Driver):
         assert isinstance(conn, ModbusTcpConnection)
         client = AsyncModbusTcpClient(
             conn.host,
+            framer=self._framer,
             port=conn.port,
             name=self._peer,
             reconnect_delay=0,  # 0 disables pymodbus's own reconnect task
@@ -259,7 +293,12 @@ class ModbusTcpDriver(Driver):
             self._in_flight = True
             try:
                 async with asyncio.timeout(self._conn.timeout):
-                    return await call(client)
+                    answer = await call(client)
+                if answer is None and self._conn.broadcast_pause:  # a broadcast: none comes
+                    # quiet while the devices act on it (and any stray answer drains)
+                    self._in_flight = False
+                    await asyncio.sleep(self._conn.broadcast_pause)
+                return answer
             except TimeoutError:
                 self._timeouts += 1
                 error: DriverError = RequestTimeout(
@@ -289,6 +328,9 @@ class ModbusTcpDriver(Driver):
 
     async def read(self, points: Sequence[str] | None = None) -> list[Reading]:
         plan = self._plan_all if points is None else self._subset_plan(points)
+        if self._broadcast:  # nothing answers unit 0: refuse without sending anything
+            reason = f"{self._peer}: unit 0 is the broadcast address; it cannot be read"
+            return [bad for block, _ in plan for bad in self._bad(block, reason)]
         readings: list[Reading] = []
         for block, call in plan:
             readings.extend(await self._read_block(block, call))
@@ -312,7 +354,22 @@ class ModbusTcpDriver(Driver):
             self._last_error = f"malformed answer {what}: {problem}"
             return self._bad(block, self._last_error)
         data = answer.bits if block.table in BIT_TABLES else answer.registers
-        return _good_readings(block.points, block.decode(data), _now_ms())
+        decoded = block.decode(data)
+        if block.fallible:
+            return self._checked_readings(block, decoded)
+        return _good_readings(block.points, decoded, _now_ms())
+
+    def _checked_readings(self, block: ReadBlock, decoded: tuple[Any, ...]) -> list[Reading]:
+        ts = _now_ms()
+        readings: list[Reading] = []
+        for name, value in zip(block.points, decoded, strict=True):
+            if isinstance(value, BadValue):
+                self._decode_errors += 1
+                self._last_error = f"cannot decode {name} ({block.label}): {value.reason}"
+                readings.append(Reading(name, None, ts, Quality.BAD, self._last_error))
+            else:
+                readings.append(Reading(name, value, ts, Quality.GOOD))
+        return readings
 
     @staticmethod
     def _bad(block: ReadBlock, reason: str) -> list[Reading]:
@@ -323,43 +380,147 @@ class ModbusTcpDriver(Driver):
         """Write raw values in order, one request each (coil: 5, one register: 6, else 16).
 
         Every value is checked before the first request is sent. A failure stops at the
-        failing point: the points before it have been written.
+        failing point: the points before it have been written. A bit inside a holding
+        register is read, changed and written back (or sent as one mask write, function
+        22, with ``write_mode: mask``); writes run one ``write()`` at a time, so concurrent
+        writes of bits in one register cannot undo each other. With verification on, each
+        point is read back right after its write and a difference raises ``DeviceError``.
         """
         writes = [self._prepare_write(name, value) for name, value in values.items()]
-        for write in writes:
-            answer = await self._execute(write.call, write.what)
-            if answer.isError():
-                self._exceptions += 1
-                self._failures += 1
-                self._last_error = exception_reason(answer.exception_code, write.what)
-                raise DeviceError(self._last_error, answer.exception_code)
-            if answer.function_code != write.function:
-                self._decode_errors += 1
-                self._failures += 1
-                self._last_error = (
-                    f"malformed answer {write.what}: function code {answer.function_code}"
-                )
-                raise DecodeError(self._last_error)
+        async with self._write_lock:
+            for write in writes:
+                await self._perform(write)
+                if write.verify:
+                    await self._verify(write)
+
+    async def _perform(self, w: _Write) -> None:
+        address, unit, quiet = w.address, self._conn.unit, self._broadcast
+        if w.table == "coil":
+            state = w.state
+            await self._request(
+                lambda c: c.write_coil(address, state, device_id=unit, no_response_expected=quiet),
+                w.what, 5,
+            )  # fmt: skip
+        elif w.mask and w.mask_write:
+            and_mask, or_mask = ~w.mask & 0xFFFF, w.mask if w.state else 0
+            await self._request(
+                lambda c: c.mask_write_register(
+                    address=address, and_mask=and_mask, or_mask=or_mask, device_id=unit,
+                    no_response_expected=quiet,
+                ),
+                w.what, 22,
+            )  # fmt: skip
+        elif w.mask:
+            (current,) = await self._read_registers(address, 1, f"reading before {w.what}")
+            word = current | w.mask if w.state else current & ~w.mask
+            await self._request(
+                lambda c: c.write_register(address, word, device_id=unit), w.what, 6
+            )
+        elif len(w.words) == 1:
+            word = w.words[0]
+            await self._request(
+                lambda c: c.write_register(address, word, device_id=unit, no_response_expected=quiet),
+                w.what, 6,
+            )  # fmt: skip
+        else:
+            words = list(w.words)
+            await self._request(
+                lambda c: c.write_registers(address, words, device_id=unit, no_response_expected=quiet),
+                w.what, 16,
+            )  # fmt: skip
+
+    async def _verify(self, w: _Write) -> None:
+        what = f"reading back after {w.what}"
+        if w.table == "coil":
+            address, unit = w.address, self._conn.unit
+            answer = await self._request(
+                lambda c: c.read_coils(address, count=1, device_id=unit), what, 1
+            )
+            held: object = bool(answer.bits[0]) if answer is not None and answer.bits else None
+            expected: object = w.state
+        elif w.mask:
+            (word,) = await self._read_registers(w.address, 1, what)
+            held, expected = bool(word & w.mask), w.state
+        else:
+            held = tuple(await self._read_registers(w.address, len(w.words), what))
+            expected = w.words
+        if held != expected:
+            self._failures += 1
+            self._last_error = f"{what}: the device holds {_show(held)}, not {_show(expected)}"
+            raise DeviceError(self._last_error)
+
+    async def _read_registers(self, address: int, count: int, what: str) -> list[int]:
+        unit = self._conn.unit
+        answer = await self._request(
+            lambda c: c.read_holding_registers(address, count=count, device_id=unit), what, 3
+        )
+        registers = [] if answer is None else list(answer.registers)
+        if len(registers) != count:
+            self._decode_errors += 1
+            self._failures += 1
+            self._last_error = f"malformed answer {what}: {len(registers)} of {count} registers"
+            raise DecodeError(self._last_error)
+        return registers
+
+    async def _request(self, call: Call, what: str, function: int) -> ModbusPDU | None:
+        """One request whose error answer raises; None for a broadcast (nothing answers)."""
+        answer: ModbusPDU | None = await self._execute(call, what)
+        if answer is None:
+            return None
+        if answer.isError():
+            self._exceptions += 1
+            self._failures += 1
+            self._last_error = exception_reason(answer.exception_code, what)
+            raise DeviceError(self._last_error, answer.exception_code)
+        if answer.function_code != function:
+            self._decode_errors += 1
+            self._failures += 1
+            self._last_error = f"malformed answer {what}: function code {answer.function_code}"
+            raise DecodeError(self._last_error)
+        return answer
 
     def _prepare_write(self, name: str, value: Any) -> _Write:
         point = self._points.get(name)
         if point is None:
             raise BindingError(f"unknown point {name!r}")
-        table, address, unit = point.table, point.address, self._conn.unit
+        table, address = point.table, point.address
         if table not in WRITABLE_TABLES:
             raise BindingError(f"point {name!r} is a read-only {table}")
-        what = f"writing {name} ({table} {address})"
+        verify = self._conn.verify if point.verify is None else point.verify
+        where = f"{address}.{point.bit}" if point.bit is not None else str(address)
+        what = f"writing {name} ({table} {where})"
         try:
             if table == "coil":
-                bit = encode_bit(value)
-                return _Write(what, 5, lambda c: c.write_coil(address, bit, device_id=unit))
-            words = encode_registers(point.type, point.word_order, value)
+                return _Write(what, table, address, state=encode_bit(value), verify=verify)
+            if point.bit is not None:
+                return _Write(
+                    what, table, address, state=encode_bit(value),
+                    mask=bit_mask(point.bit, point.byte_order),
+                    mask_write=point.write_mode == "mask", verify=verify,
+                )  # fmt: skip
+            if point.type == "string":
+                assert point.length is not None  # the binding requires it
+                words = encode_string(value, point.length, point.encoding, point.byte_order)
+            else:
+                words = encode_registers(point.type, point.word_order, value, point.byte_order)
         except BindingError as exc:
             raise BindingError(f"point {name!r}: {exc}") from None
-        if len(words) == 1:
-            word = words[0]
-            return _Write(what, 6, lambda c: c.write_register(address, word, device_id=unit))
-        return _Write(what, 16, lambda c: c.write_registers(address, words, device_id=unit))
+        return _Write(what, table, address, tuple(words), verify=verify)
+
+    def _check_broadcast_points(self) -> None:
+        for name, point in self._points.items():
+            if point.verify:
+                raise BindingError(
+                    f"point {name!r}: unit 0 is the broadcast address: nothing answers, "
+                    "so nothing can be read back (verify)"
+                )
+            if point.bit is not None and point.table == "holding_register" and (
+                point.write_mode != "mask"
+            ):
+                raise BindingError(
+                    f"point {name!r}: unit 0 is the broadcast address: a bit cannot be "
+                    "read, modified and written back; use write_mode: mask"
+                )
 
     # -- plans ------------------------------------------------------------------------
 

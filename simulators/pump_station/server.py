@@ -1,4 +1,9 @@
-"""The pump station served as a Modbus TCP server, with its physics ticking alongside."""
+"""The pump station served as a Modbus TCP server, with its physics ticking alongside.
+
+``rtu_over_tcp=True`` frames the same answers as Modbus RTU (unit id and CRC, no MBAP
+header) on the TCP socket, as a serial device server in transparent mode passes an RTU
+line through.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 from types import TracebackType
 from typing import Self
 
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 
 from citytwin.simulators.pump_station.datastore import StationContext
@@ -32,9 +38,11 @@ class PumpStationSimulator:
         speed: float = 1.0,
         seed: int | None = None,
         initial_level: float = 2.0,
+        rtu_over_tcp: bool = False,
     ) -> None:
         if tick <= 0.0:
             raise ValueError("tick must be positive")
+        self.rtu_over_tcp = rtu_over_tcp
         self.host = host
         self.port = port
         self.unit = unit
@@ -47,7 +55,9 @@ class PumpStationSimulator:
         if self._server is not None:
             raise RuntimeError("simulator already started")
         server = ModbusTcpServer(
-            StationContext(self.station, self.unit), address=(self.host, self.port)
+            StationContext(self.station, self.unit),
+            framer=FramerType.RTU if self.rtu_over_tcp else FramerType.SOCKET,
+            address=(self.host, self.port),
         )
         try:
             await server.serve_forever(background=True)
@@ -100,8 +110,16 @@ async def serve(
     unit: int = 1,
     speed: float = 1.0,
     seed: int | None = None,
+    rtu_over_tcp: bool = False,
 ) -> None:
     """Run the simulator until cancelled (``citytwin sim pump-station``)."""
-    async with PumpStationSimulator(host=host, port=port, unit=unit, speed=speed, seed=seed) as sim:
-        log.info("pump-station simulator listening on %s:%d unit %d", sim.host, sim.port, sim.unit)
+    sim = PumpStationSimulator(
+        host=host, port=port, unit=unit, speed=speed, seed=seed, rtu_over_tcp=rtu_over_tcp
+    )
+    async with sim:
+        framing = "RTU over TCP" if rtu_over_tcp else "Modbus TCP"
+        log.info(
+            "pump-station simulator (%s) listening on %s:%d unit %d",
+            framing, sim.host, sim.port, sim.unit,
+        )
         await asyncio.Event().wait()

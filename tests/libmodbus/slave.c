@@ -10,7 +10,7 @@
  * Preloaded map; tests/modbus_peers.py (SLAVE_VALUES) mirrors it, keep both in step:
  *   coils 0..63             1 at 0, 2, 3, 10, 63
  *   discrete inputs 0..63   1 at 1, 5, 7
- *   holding registers 0..199
+ *   holding registers 0..299
  *     0      uint16  1234
  *     1      int16   -2
  *     2..3   float32 21.75          big word order (high word first)
@@ -22,6 +22,18 @@
  *     16..19 int64   -5             big
  *     20..23 uint64  0x0102030405060708 little
  *     30..199  3 * address
+ *   holding registers 200..299: other layouts (bytes A B C D, A most significant)
+ *     200..201 float32 21.75          BADC (words in order, bytes swapped)
+ *     202..203 float32 21.75          DCBA (words reversed, bytes swapped)
+ *     204..205 int32   -123456        BADC
+ *     206..209 float64 1234.5678      DCBA
+ *     210..213 uint64  0x0102030405060708 BADC
+ *     214      int16   -2             bytes swapped
+ *     215      uint16  0x1234         bytes swapped (0x3412 on the wire)
+ *     216      bits    0xA5C3         bits 0 1 6 7 8 10 13 15 set
+ *     220..227 string  "CityTwin PS-1"  ascii, NUL padded, first character high byte
+ *     228..233 string  "Pumpe Süd"      utf-8, space padded, bytes swapped
+ *     240..299 0
  *   input registers 0..99   1000 + address, except
  *     50..51 float32 -0.5           big
  *     52..53 float32 3.14159274f    little
@@ -52,6 +64,28 @@ static void put64(uint16_t *reg, uint64_t value, int little)
     for (int i = 0; i < 4; i++) {
         uint16_t word = (uint16_t)(value >> (48 - 16 * i));
         reg[little ? 3 - i : i] = word;
+    }
+}
+
+/* Lay out the n bytes of value (most significant first) in n / 2 registers. */
+static void put_layout(uint16_t *reg, uint64_t value, int n, int word_little, int byte_little)
+{
+    for (int i = 0; i < n / 2; i++) {
+        uint8_t high = (uint8_t)(value >> (8 * (n - 1 - 2 * i)));
+        uint8_t low = (uint8_t)(value >> (8 * (n - 2 - 2 * i)));
+        uint16_t word = byte_little ? (uint16_t)(low << 8 | high) : (uint16_t)(high << 8 | low);
+        reg[word_little ? n / 2 - 1 - i : i] = word;
+    }
+}
+
+/* Two characters per register, padded with pad to count registers. */
+static void put_string(uint16_t *reg, const char *text, int count, char pad, int byte_little)
+{
+    size_t len = strlen(text);
+    for (int i = 0; i < count; i++) {
+        uint8_t first = (size_t)(2 * i) < len ? (uint8_t)text[2 * i] : (uint8_t)pad;
+        uint8_t second = (size_t)(2 * i + 1) < len ? (uint8_t)text[2 * i + 1] : (uint8_t)pad;
+        reg[i] = byte_little ? (uint16_t)(second << 8 | first) : (uint16_t)(first << 8 | second);
     }
 }
 
@@ -91,6 +125,16 @@ static void preload(modbus_mapping_t *map)
     put64(hr + 20, 0x0102030405060708ull, 1);
     for (int a = 30; a < 200; a++)
         hr[a] = (uint16_t)(3 * a);
+    put_layout(hr + 200, float_bits(21.75f), 4, 0, 1);
+    put_layout(hr + 202, float_bits(21.75f), 4, 1, 1);
+    put_layout(hr + 204, (uint32_t)(int32_t)-123456, 4, 0, 1);
+    put_layout(hr + 206, double_bits(1234.5678), 8, 1, 1);
+    put_layout(hr + 210, 0x0102030405060708ull, 8, 0, 1);
+    put_layout(hr + 214, (uint16_t)(int16_t)-2, 2, 0, 1);
+    put_layout(hr + 215, 0x1234, 2, 0, 1);
+    hr[216] = 0xA5C3;
+    put_string(hr + 220, "CityTwin PS-1", 8, '\0', 0);
+    put_string(hr + 228, "Pumpe S\xC3\xBC" "d", 6, ' ', 1);
 
     uint16_t *ir = map->tab_input_registers;
     for (int a = 0; a < 100; a++)
@@ -102,7 +146,7 @@ static void preload(modbus_mapping_t *map)
 static int serve_rtu(const char *device, int baud, char parity, int unit)
 {
     modbus_t *ctx = modbus_new_rtu(device, baud, parity, 8, 1);
-    modbus_mapping_t *map = modbus_mapping_new_start_address(0, 64, 0, 64, 0, 200, 0, 100);
+    modbus_mapping_t *map = modbus_mapping_new_start_address(0, 64, 0, 64, 0, 300, 0, 100);
     if (ctx == NULL || map == NULL) {
         fprintf(stderr, "slave: cannot allocate: %s\n", modbus_strerror(errno));
         return 1;
@@ -135,7 +179,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill the slave */
 
     modbus_t *ctx = modbus_new_tcp("127.0.0.1", atoi(argv[1]));
-    modbus_mapping_t *map = modbus_mapping_new_start_address(0, 64, 0, 64, 0, 200, 0, 100);
+    modbus_mapping_t *map = modbus_mapping_new_start_address(0, 64, 0, 64, 0, 300, 0, 100);
     if (ctx == NULL || map == NULL) {
         fprintf(stderr, "slave: cannot allocate: %s\n", modbus_strerror(errno));
         return 1;
