@@ -167,7 +167,14 @@ class Gateway:
                 self._start_device(device_id, specs[device_id])
             restart = [name for name in ("gateway", "hub", "http", "outbox")
                        if getattr(config, name, None) != getattr(self.config, name, None)]
-            self.config = self.config.model_copy(update={"devices": config.devices})
+            # who may do what takes effect at once: a revoked grant must not wait for a restart
+            if config.access != self.config.access:
+                log.info("config reload: access rules updated")
+            self.access.config = config.access
+            self.relay.settings = config.commands
+            self.config = self.config.model_copy(
+                update={"devices": config.devices, "access": config.access, "commands": config.commands}
+            )
             self.metrics.reloads.labels("applied").inc()
             log.info("config reloaded from %s: added %s, removed %s, changed %s", self.config_path,
                      added or "none", removed or "none", changed or "none")

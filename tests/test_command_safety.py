@@ -342,3 +342,22 @@ async def test_an_async_service_is_accepted_at_once_then_answered_when_done(
         assert sim.station.pump(1).run_cmd is True
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+async def test_a_revoked_grant_takes_effect_on_reload(
+    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator
+) -> None:
+    ops = operators["control-room"]
+    assert (await ops.invoke("stop_pump", {"pump": 1}, "rev-1"))["status"] == "succeeded"
+    doc = yaml.safe_load(gateway.config.read_text())
+    doc["access"]["grants"] = [g for g in doc["access"]["grants"] if "control-room" not in g["operators"]]
+    gateway.config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert gateway.proc is not None
+    gateway.proc.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(10):
+        while "access rules updated" not in gateway.output():
+            await asyncio.sleep(0.1)
+    before = sim.station.write_count
+    reply = await ops.invoke("start_pump", {"pump": 1}, "rev-2")
+    assert reply["status"] == "rejected" and reply["error"]["code"] == "unauthorized"
+    assert sim.station.write_count == before
