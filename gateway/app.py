@@ -217,6 +217,9 @@ class Gateway:
             status["reason"] = reason
         self.hub.send_state(self.hub.topics.device_status(spec.id), status)
         self._publish_twin(spec.id)
+        if online:
+            # a device back online converges on its desired state, like a shadow-aware device
+            self.relay.sync_desired(spec.id)
 
     def _publish_twin(self, device_id: str) -> None:
         self._twin_dirty.discard(device_id)

@@ -130,6 +130,9 @@ class CommandRelay:
         incoming = self.hub.topics.parse(message.topic)
         if incoming is None:
             return
+        self._enqueue(incoming, message)
+
+    def _enqueue(self, incoming: Incoming, message: Received) -> None:
         queue = self._queues.get(incoming.device)
         if queue is None:
             queue = self._queues[incoming.device] = asyncio.Queue()
@@ -142,7 +145,10 @@ class CommandRelay:
         while True:
             incoming, message = await queue.get()
             try:
-                await self._execute(Context(incoming, message))
+                if incoming.kind == "sync":
+                    await self._sync(incoming.device)
+                else:
+                    await self._execute(Context(incoming, message))
             except Exception:  # one bad command must not stop this device's queue
                 log.exception("command on %s failed unexpectedly", incoming.device)
             finally:
@@ -157,6 +163,38 @@ class CommandRelay:
         for task in self._workers.values():
             task.cancel()
         await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    def sync_desired(self, device: str) -> None:
+        """Apply the twin's delta for writable properties (queued behind the device's commands)."""
+        self.handle_internal(Incoming("sync", device, None))
+
+    def handle_internal(self, incoming: Incoming) -> None:
+        self._enqueue(incoming, Received("", b"", None, None, None))
+
+    async def _sync(self, device: str) -> None:
+        runner = self.runners.get(device)
+        twin = self.twins.get(device)
+        if runner is None or twin is None or not runner.online:
+            return
+        model = runner.spec.model
+        delta = {k: v for k, v in twin.delta.items()
+                 if k in model.properties and model.properties[k].writable and k in runner.spec.points}
+        if not delta:
+            return
+        started = time.monotonic()
+        try:
+            writes = self._property_writes(runner, delta)
+            reply = await self._write(runner, writes, 5.0)
+        except Rejected as exc:
+            reply = {"status": "rejected", "error": {"code": exc.code, "message": str(exc)}}
+        log.info("%s: desired state re-applied on reconnect (%s) -> %s (%.1f ms)", device,
+                 ", ".join(sorted(delta)), reply["status"], (time.monotonic() - started) * 1000)
+        record: dict[str, Any] = {"ts": now_ms(), "device": device, "id": None, "kind": "desired-sync",
+                                  "target": ",".join(sorted(delta)), "operator": "twin",
+                                  "checks": ["model: ok"], "status": reply["status"], "output": {"writes": delta}}
+        if "error" in reply:
+            record["error"] = reply["error"]
+        self.audit.append(record)
 
     def report_interrupted(self, interrupted: list[Interrupted]) -> None:
         """Commands that were executing when the last run died: their effect is unknown."""

@@ -361,3 +361,27 @@ async def test_a_revoked_grant_takes_effect_on_reload(
     reply = await ops.invoke("start_pump", {"pump": 1}, "rev-2")
     assert reply["status"] == "rejected" and reply["error"]["code"] == "unauthorized"
     assert sim.station.write_count == before
+
+
+async def test_a_device_back_online_converges_on_its_desired_state(
+    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator
+) -> None:
+    admin = operators["duty-engineer"]
+    await sim.stop()
+    await asyncio.sleep(1.5)  # the device is offline now
+    reply = await admin.send("twin/desired", {"id": "conv-1", "desired": {"pump1_frequency_setpoint": 38.5}})
+    assert reply["status"] == "failed" and reply["error"]["code"] == "device_offline"
+    assert reply["output"]["version"] > 0  # the desired state itself was accepted
+    assert sim.station.pump(1).setpoint == 45.0
+    await sim.start()
+    async with asyncio.timeout(15):
+        while sim.station.pump(1).setpoint != 38.5:
+            await asyncio.sleep(0.1)
+    twin = (await admin.send("twin/get", {"id": "conv-2"}))["output"]
+    assert twin["desired"] == {"pump1_frequency_setpoint": 38.5}
+    async with asyncio.timeout(10):
+        while True:
+            twin = (await admin.send("twin/get", {"id": f"conv-3-{time.monotonic()}"}))["output"]
+            if twin["delta"] == {}:
+                break
+            await asyncio.sleep(0.3)
