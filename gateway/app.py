@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.access import Access
@@ -102,7 +104,7 @@ class Gateway:
     def _start_device(self, device_id: str, spec: DeviceSpec) -> None:
         twin = self.twins.get(device_id)  # a device removed and added again keeps its twin
         if twin is None:
-            stored = self._stored.get(device_id)
+            stored = self._stored.pop(device_id, None)  # restored once; the twin keeps it from now on
             twin = Twin.restore(device_id, stored) if stored is not None else Twin(device_id)
             self.twins[device_id] = twin
         twin.set_online(False, now_ms())
@@ -223,7 +225,9 @@ class Gateway:
 
     def _publish_twin(self, device_id: str) -> None:
         self._twin_dirty.discard(device_id)
-        self.hub.send_state(self.hub.topics.twin(device_id), self.twins[device_id].document())
+        twin = self.twins[device_id]
+        # rendered when the hub link publishes it: the latest version, never kept as bytes
+        self.hub.send_state(self.hub.topics.twin(device_id), lambda: orjson.dumps(twin.document()))
 
     async def _housekeeping(self) -> None:
         interval = min(TWIN_PUBLISH_INTERVAL, self.config.gateway.flush_interval)

@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     from citytwin.gateway.opscli import add_ops_commands
     add_ops_commands(sub)
+    from citytwin.gateway.benchcli import add_bench_commands
+    add_bench_commands(sub)
     return parser
 
 

@@ -11,9 +11,9 @@ import math
 import operator
 import string
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel
@@ -148,13 +148,46 @@ def _condition(text: str) -> Condition:
     return Condition(prop, CONDITION_OPS[op], parse_literal(literal), text)
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class CompileCache:
+    """Shared across one config's devices: 1,000 devices of one model parse it once and share
+    equal point bindings (models and bindings are never mutated), which is most of the memory
+    a large config costs (docs/performance.md)."""
+
+    models: dict[str, ThingModel] = field(default_factory=dict)
+    bindings: dict[tuple[type[BaseModel], str], BaseModel] = field(default_factory=dict)
+
+    def model(self, ref: str, base_dir: Path) -> ThingModel:
+        key = ref if ref in library_names() else str((base_dir / ref).resolve())
+        model = self.models.get(key)
+        if model is None:
+            model = self.models[key] = resolve_model(ref, base_dir)
+        return model
+
+    def shared(self, point: _Model) -> _Model:
+        """One instance per distinct validated point config (the duplicates are freed)."""
+        key = (type(point), repr(point))
+        return cast(_Model, self.bindings.setdefault(key, point))
+
+    def binding(self, kind: type[BaseModel], fields: dict[str, Any]) -> BaseModel:
+        key = (kind, repr(sorted(fields.items())))
+        binding = self.bindings.get(key)
+        if binding is None:
+            binding = self.bindings[key] = kind.model_validate(fields)
+        return binding
+
+
 def compile_device(
-    config: DeviceConfig, loc: Loc, base_dir: Path
+    config: DeviceConfig, loc: Loc, base_dir: Path, cache: CompileCache | None = None
 ) -> tuple[DeviceSpec | None, list[tuple[Loc, str]]]:
     issues: list[tuple[Loc, str]] = []
     traits: BindingModels = binding_models(config.driver)
+    cache = cache or CompileCache()
     try:
-        model = resolve_model(config.model, base_dir)
+        model = cache.model(config.model, base_dir)
     except ModelError as exc:
         return None, [(loc + ("model",), f"invalid thing model: {exc}")]
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -162,13 +195,14 @@ def compile_device(
 
     points: dict[str, PropertyPoint] = {}
     for name, point in config.points.items():
+        point = config.points[name] = cache.shared(point)
         prop = model.properties.get(name)
         if prop is None:
             issues.append((loc + ("points", name), f"model {model.product_key} has no property {name!r}"))
             continue
         kind = prop.data_type.type
         # the driver gets its own binding type, without the gateway's transform fields
-        binding = traits.point.model_validate(point.model_dump(include=set(traits.point.model_fields)))
+        binding = cache.binding(traits.point, point.model_dump(include=set(traits.point.model_fields)))
         if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
             what = "a string point" if traits.text(binding) else "a driver point"
             issues.append((loc + ("points", name), f"a {kind} property cannot be bound to {what}"))
@@ -260,8 +294,9 @@ def _expand(template: str, fields: list[str], inputs: Mapping[str, Any]) -> list
 def compile_config(config: GatewayConfig, base_dir: Path) -> tuple[dict[str, DeviceSpec], list[tuple[Loc, str]]]:
     specs: dict[str, DeviceSpec] = {}
     issues: list[tuple[Loc, str]] = []
+    cache = CompileCache()
     for index, device in enumerate(config.devices):
-        spec, found = compile_device(device, ("devices", index), base_dir)
+        spec, found = compile_device(device, ("devices", index), base_dir, cache)
         issues.extend(found)
         if spec is not None:
             specs[spec.id] = spec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import socket
 import time
@@ -61,6 +62,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _render(data: bytes | Callable[[], bytes]) -> bytes:
+    return data if isinstance(data, bytes) else data()
+
+
 class HubLink:
     def __init__(
         self,
@@ -80,8 +85,10 @@ class HubLink:
         self.points_published = 0
         self.metrics: GatewayMetrics | None = None
         self._queue: collections.deque[Outgoing] = collections.deque()
-        self._state: dict[str, bytes] = {}
-        self._state_pending: dict[str, bytes] = {}
+        # bytes, or a function that renders them when published (a 100-property twin is ~20 kB:
+        # 1,000 kept rendered would hold ~60 MB for a reconnect that may never come)
+        self._state: dict[str, bytes | Callable[[], bytes]] = {}
+        self._state_pending: dict[str, bytes | Callable[[], bytes]] = {}
         self._wake = asyncio.Event()
         self._v5 = config.protocol == "5"
         self._connected_event = asyncio.Event()
@@ -104,8 +111,12 @@ class HubLink:
         self._wake.set()
 
     def send_state(self, topic: str, payload: Any) -> None:
-        """A retained state document; only the latest per topic is kept and sent."""
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        """A retained state document; only the latest per topic is kept and sent.
+
+        ``payload`` may be a function returning bytes: it is rendered when published, so the
+        hub gets the latest state and large documents are not kept rendered in memory.
+        """
+        data = payload if isinstance(payload, bytes) or callable(payload) else orjson.dumps(payload)
         self._state[topic] = data
         self._state_pending[topic] = data
         self._wake.set()
@@ -113,7 +124,8 @@ class HubLink:
     def backlog(self) -> tuple[int, int, float]:
         """(messages waiting, their payload bytes, age in seconds of the oldest); O(n), for scrapes."""
         waiting = len(self._queue) + len(self._state_pending)
-        size = sum(len(m.payload) for m in self._queue) + sum(len(d) for d in self._state_pending.values())
+        size = sum(len(m.payload) for m in self._queue) + sum(
+            len(d) for d in self._state_pending.values() if isinstance(d, bytes))
         age = time.monotonic() - self._queue[0].born if self._queue else 0.0
         return waiting, size, age
 
@@ -176,6 +188,9 @@ class HubLink:
         while True:
             try:
                 async with self._client() as client:
+                    # our own windows bound what is in flight; aiomqtt's warning (one log line
+                    # per publish call past 10 pending) would cost more than the publish
+                    client.pending_calls_threshold = 4 * PUBLISH_WINDOW
                     backoff.reset()
                     if failures:
                         log.info("hub link restored to %s after %d failed attempts", self.config.url, failures)
@@ -203,9 +218,11 @@ class HubLink:
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
-        while self._state_pending:
-            state = [Outgoing(t, d, 1, True) for t, d in self._state_pending.items()]
-            self._state_pending.clear()
+        while self._state_pending:  # in windows: 1,000 devices have 2,000 state documents
+            window = list(itertools.islice(self._state_pending.items(), PUBLISH_WINDOW))
+            for topic, _ in window:
+                del self._state_pending[topic]
+            state = [Outgoing(topic, _render(d), 1, True) for topic, d in window]
             await asyncio.gather(*(self._publish(client, m) for m in state))
         tasks = [
             asyncio.create_task(self._receive(client), name="hub-receive"),
@@ -253,6 +270,7 @@ class HubLink:
             batch: list[Outgoing] = []
             while self._state_pending and len(batch) < PUBLISH_WINDOW:
                 topic, data = self._state_pending.popitem()
+                data = _render(data)
                 batch.append(Outgoing(topic, data, 1, True))
             while self._queue and len(batch) < PUBLISH_WINDOW:
                 batch.append(self._queue.popleft())

@@ -17,6 +17,7 @@ from typing import Any
 from citytwin.drivers.base import Quality, Reading
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.twins import Twin
+from citytwin.thingmodels.types import Kind
 
 log = logging.getLogger("citytwin.pipeline")
 
@@ -37,53 +38,67 @@ class DevicePipeline:
         self._armed = [True] * len(spec.events)
         self._bad_reasons: dict[str, str] = {}
         self.points_read = 0
+        # integer properties with no scale or offset: an int raw value is the model value as is
+        self._plain = frozenset(
+            name for name, point in spec.points.items()
+            if point.kind in (Kind.INT, Kind.ENUM) and point.scale == 1.0 and not point.offset
+        )
 
     def process(self, readings: Sequence[Reading], now: int, full: bool = False) -> int:
         """Returns the number of properties reported."""
         points = self.spec.points
+        plain = self._plain
         sent = self._sent
+        values = self.values
+        bad_reasons = self._bad_reasons
         out: dict[str, dict[str, Any]] = {}
         twin_changes: dict[str, tuple[Any, int, str]] = {}
-        for reading in readings:
-            point = points.get(reading.point)
+        for name, raw, ts, quality, error in readings:  # unpacked: attribute access costs per point
+            point = points.get(name)
             if point is None:  # an output point read back, not a property
                 continue
-            name = reading.point
-            if reading.quality is Quality.BAD:
-                self._note_bad(name, reading.error or "bad reading")
+            if quality is Quality.BAD:
+                self._note_bad(name, error or "bad reading")
                 previous = sent.get(name)
                 if full or previous is None or previous[1] != BAD:
-                    out[name] = {"value": None, "ts": reading.ts, "quality": BAD, "error": reading.error}
+                    out[name] = {"value": None, "ts": ts, "quality": BAD, "error": error}
                     sent[name] = (None, BAD)
-                twin_changes[name] = (self.twin.reported.get(name), reading.ts, BAD)
+                twin_changes[name] = (self.twin.reported.get(name), ts, BAD)
                 continue
-            try:
-                value = point.to_value(reading.value)
-            except (TypeError, ValueError, OverflowError) as exc:
-                self._note_bad(name, f"cannot convert {reading.value!r}: {exc}")
-                continue
-            reason = point.check(value)
-            quality = UNCERTAIN if reason is not None else GOOD
-            if reason is not None:
-                self._note_bad(name, f"value {value!r} outside the model: {reason}")
-            elif name in self._bad_reasons:
-                log.info("%s/%s: good again", self.spec.id, name)
-                del self._bad_reasons[name]
-            self.values[name] = value
-            twin_changes[name] = (value, reading.ts, quality)
-            previous = sent.get(name)
-            if not full and previous is not None and previous[1] == quality:
-                last = previous[0]
-                if last == value:
+            if type(raw) is int and name in plain:  # what to_value would return, without the call
+                value = raw
+            else:
+                try:
+                    value = point.to_value(raw)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    self._note_bad(name, f"cannot convert {raw!r}: {exc}", "convert")
                     continue
-                if point.deadband and last is not None and not isinstance(value, bool):
-                    if abs(value - last) < point.deadband:
+            reason = point.check(value)
+            if reason is None:
+                quality_text = GOOD
+                if bad_reasons and name in bad_reasons:
+                    log.info("%s/%s: good again", self.spec.id, name)
+                    del bad_reasons[name]
+            else:
+                quality_text = UNCERTAIN
+                # keyed by kind: a value moving outside the range is one log line, not one per poll
+                self._note_bad(name, f"value {value!r} outside the model: {reason}", "range")
+            values[name] = value
+            twin_changes[name] = (value, ts, quality_text)
+            if not full:
+                previous = sent.get(name)
+                if previous is not None and previous[1] == quality_text:
+                    last = previous[0]
+                    if last == value:
                         continue
-            entry: dict[str, Any] = {"value": value, "ts": reading.ts, "quality": quality}
-            if reason is not None:
-                entry["error"] = reason
-            out[name] = entry
-            sent[name] = (value, quality)
+                    if point.deadband and last is not None and not isinstance(value, bool):
+                        if abs(value - last) < point.deadband:
+                            continue
+            if reason is None:
+                out[name] = {"value": value, "ts": ts, "quality": quality_text}
+            else:
+                out[name] = {"value": value, "ts": ts, "quality": quality_text, "error": reason}
+            sent[name] = (value, quality_text)
         self.points_read += len(readings)
         if twin_changes:
             self.twin.update_reported(twin_changes, now)
@@ -91,7 +106,8 @@ class DevicePipeline:
             self._complete_snapshot(out)
         if out:
             self.emit("report", {"ts": now, "properties": out})
-        self._evaluate_events(now)
+        if self.spec.events:
+            self._evaluate_events(now)
         return len(out)
 
     def _complete_snapshot(self, out: dict[str, dict[str, Any]]) -> None:
@@ -106,10 +122,12 @@ class DevicePipeline:
         """Readings a driver received unasked (subscriptions, observe)."""
         self.process(readings, time.time_ns() // 1_000_000)
 
-    def _note_bad(self, name: str, reason: str) -> None:
-        # log once per change of reason, never once per poll
-        if self._bad_reasons.get(name) != reason:
-            self._bad_reasons[name] = reason
+    def _note_bad(self, name: str, reason: str, kind: str | None = None) -> None:
+        # log once per change of reason (or of kind, when the reason quotes a changing value),
+        # never once per poll
+        key = kind or reason
+        if self._bad_reasons.get(name) != key:
+            self._bad_reasons[name] = key
             log.warning("%s/%s: %s", self.spec.id, name, reason)
 
     def _evaluate_events(self, now: int) -> None:

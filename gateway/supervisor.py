@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -101,11 +102,15 @@ class DeviceRunner:
         period = self.spec.config.poll_period
         deadline = loop.time()
         next_snapshot = loop.time()
+        first = True
         while True:
             full = loop.time() >= next_snapshot
             if full:
                 next_snapshot = loop.time() + self.snapshot_interval
             await self.poll(full)
+            if first:  # spread devices over the period: 1,000 polls at one instant queue up as latency
+                first = False
+                deadline += period * (zlib.crc32(self.spec.id.encode()) % 1000) / 1000
             deadline += period
             now = loop.time()
             if deadline <= now:  # fell behind: skip the missed ticks, keep the phase
