@@ -29,50 +29,11 @@ import aiomqtt
 import orjson
 import yaml
 
+from benchmarks.procs import ProcStats, free_port, wait_port
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
 PREFIX = "citytwin/v1/bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-class ProcStats:
-    """CPU (% of one core) and RSS of a process, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.start = self._cpu(), time.monotonic()
-
-    def _cpu(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def cpu_percent(self) -> float:
-        cpu0, t0 = self.start
-        return 100 * (self._cpu() - cpu0) / (time.monotonic() - t0)
-
-    def reset(self) -> None:
-        self.start = self._cpu(), time.monotonic()
 
 
 def gateway_config(path: Path, hub_port: int, sim_port: int, devices: int, period: float) -> None:

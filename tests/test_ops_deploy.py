@@ -128,7 +128,7 @@ def test_systemd_unit_is_hardened() -> None:
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+        pytest.fail("systemd-analyze is not installed (Debian package systemd; scripts/test.sh installs it)")
     unit = tmp_path / UNIT.name
     # verify checks that ExecStart exists: point it at a real executable
     unit.write_text(UNIT.read_text().replace("/opt/citytwin/bin/citytwin", "/bin/true"))
