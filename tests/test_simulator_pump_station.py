@@ -466,7 +466,7 @@ async def test_serve_logs_its_address_and_runs_until_cancelled(
 ) -> None:
     caplog.set_level(logging.INFO, logger="citytwin.simulators.pump_station.server")
     task = asyncio.create_task(serve("127.0.0.1", 0, 3, 10.0, 1))
-    pattern = re.compile(r"pump-station simulator listening on 127\.0\.0\.1:(\d+) unit 3")
+    pattern = re.compile(r"pump-station simulator \(Modbus TCP\) listening on 127\.0\.0\.1:(\d+) unit 3")
 
     async def logged() -> bool:
         return any(pattern.fullmatch(r.getMessage()) for r in caplog.records)
