@@ -37,7 +37,6 @@ from citytwin.gateway.twins import Twin
 
 log = logging.getLogger("citytwin.gateway")
 
-TWIN_PUBLISH_INTERVAL = 1.0  # s; the retained twin document is republished at most this often
 
 
 class Gateway:
@@ -230,13 +229,17 @@ class Gateway:
         self.hub.send_state(self.hub.topics.twin(device_id), lambda: orjson.dumps(twin.document()))
 
     async def _housekeeping(self) -> None:
-        interval = min(TWIN_PUBLISH_INTERVAL, self.config.gateway.flush_interval)
+        publish_every = self.config.gateway.twin_publish_interval
+        interval = min(publish_every, self.config.gateway.flush_interval)
         loop = asyncio.get_running_loop()
         next_flush = loop.time() + self.config.gateway.flush_interval
+        next_publish = loop.time() + publish_every
         while True:
             await asyncio.sleep(interval)
-            for device_id in list(self._twin_dirty):
-                self._publish_twin(device_id)
+            if loop.time() >= next_publish:
+                next_publish = loop.time() + publish_every
+                for device_id in list(self._twin_dirty):
+                    self._publish_twin(device_id)
             if loop.time() >= next_flush:
                 next_flush = loop.time() + self.config.gateway.flush_interval
                 await self.flush()

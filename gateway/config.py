@@ -41,6 +41,9 @@ class GatewaySection(Strict):
     data_dir: Path = Path("./data")
     # how often dirty twins are written to disk; a crash loses at most this much twin history
     flush_interval: PositiveSeconds = 1.0
+    # the retained twin document of a changing device is republished at most this often; with
+    # many devices and fast polls twins dominate the uplink (docs/performance.md), so raise it
+    twin_publish_interval: PositiveSeconds = 1.0
 
 
 class OutboxSection(Strict):
