@@ -13,8 +13,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import cbor2
 import orjson
@@ -22,11 +21,11 @@ from aiocoap import CHANGED, Context, Message, resource
 from aiocoap import error as coap_error
 
 from citytwin.simulators.city_sensors.physics import AirQualityStation, ManholeSensor
+from citytwin.simulators.lifecycle import MAX_TICK_S, Simulator
 
 log = logging.getLogger(__name__)
 
 JSON, CBOR = 50, 60
-MAX_TICK_S = 1.0  # a stalled loop must not turn into one huge physics jump
 INTERVAL_RANGE = (0.0, 3600.0)
 
 
@@ -123,7 +122,7 @@ class Action(resource.Resource):  # type: ignore[misc]  # aiocoap ships no type 
         return reply
 
 
-class CitySensorsSimulator:
+class CitySensorsSimulator(Simulator):
     """Start/stop-able simulator; ``station`` and ``manhole`` are the live models."""
 
     def __init__(
@@ -211,18 +210,6 @@ class CitySensorsSimulator:
         context, self._context = self._context, None
         if context is not None:
             await context.shutdown()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def notify_all(self) -> None:
         """Send every observer the current state now (tests; the physics loop does it too)."""

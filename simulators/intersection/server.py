@@ -17,8 +17,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 from asyncua import ua
 from asyncua.common.node import Node
@@ -37,12 +36,12 @@ from citytwin.simulators.intersection.controller import (
     ControllerError,
     OutOfRange,
 )
+from citytwin.simulators.lifecycle import MAX_TICK_S, Simulator
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "urn:citytwin:sim:intersection"
 APPLICATION_URI = "urn:citytwin:sim:intersection:server"
-MAX_TICK_S = 1.0
 VT = ua.VariantType
 
 # variable browse name -> (Variant type, writable); NodeIds are ns=<NAMESPACE>;s=<name>
@@ -114,7 +113,7 @@ class _Users(UserManager):
         return None
 
 
-class IntersectionSimulator:
+class IntersectionSimulator(Simulator):
     """Start/stop-able simulator; ``controller`` is the live state for in-process inspection.
 
     ``port=0`` binds a free port; ``port`` then holds the bound one and a restart reuses it.
@@ -197,15 +196,6 @@ class IntersectionSimulator:
         if server is not None:
             await server.stop()
         self._last.clear()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # -- address space ----------------------------------------------------------------
 

@@ -16,14 +16,14 @@ import logging
 import re
 import socket
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from citytwin.simulators.lifecycle import Simulator
 from citytwin.simulators.meters.meter import WaterMeter
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
-class MetersSimulator:
+class MetersSimulator(Simulator):
     """``count`` meters under ``prefix`` on the broker at ``broker_url``.
 
     ``speed`` multiplies simulated time (a faster day); ``meters`` holds the live state for
@@ -92,18 +92,6 @@ class MetersSimulator:
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _run(self) -> None:
         while True:

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 
+from citytwin.simulators.lifecycle import Simulator, tick_forever
 from citytwin.simulators.pump_station.datastore import StationContext
 from citytwin.simulators.pump_station.physics import PumpStation
-from citytwin.simulators.pump_station.server import MAX_TICK_S
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ class _SerialStationContext(StationContext):
         return await super().async_setValues(device_id, func_code, address, values)
 
 
-class PumpStationRtuSimulator:
+class PumpStationRtuSimulator(Simulator):
     """The station on serial ``port`` (a real tty or one end of a ``socat`` pty pair)."""
 
     def __init__(
@@ -86,7 +84,9 @@ class PumpStationRtuSimulator:
         if not await server.listen():
             raise OSError(f"pump-station RTU simulator cannot open {self.port}")
         self._server = server
-        self._physics = asyncio.create_task(self._run_physics(), name="pump-station-rtu-physics")
+        self._physics = asyncio.create_task(
+            tick_forever(self.station.step, self.tick), name="pump-station-rtu-physics"
+        )
 
     async def stop(self) -> None:
         server, self._server = self._server, None
@@ -97,26 +97,6 @@ class PumpStationRtuSimulator:
         if server is not None:
             server.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _run_physics(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            await asyncio.sleep(self.tick)
-            now = loop.time()
-            self.station.step(min(now - last, MAX_TICK_S))
-            last = now
 
 
 async def serve_rtu(

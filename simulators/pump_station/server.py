@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
-from typing import Self
 
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 
+from citytwin.simulators.lifecycle import Simulator, tick_forever
 from citytwin.simulators.pump_station.datastore import StationContext
 from citytwin.simulators.pump_station.physics import PumpStation
 
 log = logging.getLogger(__name__)
 
-MAX_TICK_S = 1.0  # a stalled loop must not turn into one huge physics jump
 
 
-class PumpStationSimulator:
+class PumpStationSimulator(Simulator):
     """Start/stop-able simulator; ``station`` is the live model for in-process inspection.
 
     ``port=0`` binds a free port; ``port`` then holds the bound one, and a restart reuses it.
@@ -69,7 +67,9 @@ class PumpStationSimulator:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self._server = server
-        self._physics = asyncio.create_task(self._run_physics(), name="pump-station-physics")
+        self._physics = asyncio.create_task(
+            tick_forever(self.station.step, self.tick), name="pump-station-physics"
+        )
 
     async def stop(self) -> None:
         server, self._server = self._server, None
@@ -82,26 +82,6 @@ class PumpStationSimulator:
             # only add resolving ``serving``, which background mode never awaits.
             server.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _run_physics(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            await asyncio.sleep(self.tick)
-            now = loop.time()
-            self.station.step(min(now - last, MAX_TICK_S))  # wall time, not the nominal tick
-            last = now
 
 
 async def serve(
