@@ -7,8 +7,9 @@ or checking a config never pays for (or requires) pymodbus and friends.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from pydantic import BaseModel
 
@@ -42,6 +43,33 @@ class BindingModels(NamedTuple):
     text: Callable[[BaseModel], bool] = _never
 
 
+
+def _build(
+    name: str,
+    connection: BaseModel,
+    points: Mapping[str, BaseModel],
+    types: tuple[type[BaseModel], type[BaseModel]],
+    article: str,
+    driver: str,
+    install: str,
+    requires: tuple[str, ...] = (),
+) -> Driver:
+    """Check the bindings are this driver's own, then import and create it (``module:Class``)."""
+    connection_type, point_type = types
+    if not isinstance(connection, connection_type):
+        raise BindingError(f"{name} needs {article} {connection_type.__name__}, not {type(connection).__name__}")
+    for point_name, point in points.items():
+        if not isinstance(point, point_type):
+            raise BindingError(f"point {point_name!r}: {name} needs {article} {point_type.__name__} binding")
+    module, cls = driver.split(":")
+    try:
+        for extra in requires:  # e.g. pyserial, which pymodbus only complains about later
+            importlib.import_module(extra)
+        driver_class = getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"driver {name!r} needs {exc.name}: pip install {install}") from exc
+    return cast(Driver, driver_class(connection, dict(points)))
+
 def _modbus_tcp_models() -> BindingModels:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
     from citytwin.drivers.modbus.codec import WRITABLE_TABLES
@@ -68,22 +96,10 @@ def _modbus_tcp_models() -> BindingModels:
 def _modbus_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
 
-    if not isinstance(connection, ModbusTcpConnection):
-        raise BindingError(
-            f"modbus-tcp needs a ModbusTcpConnection, not {type(connection).__name__}"
-        )
-    checked: dict[str, ModbusPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, ModbusPoint):
-            raise BindingError(f"point {name!r}: modbus-tcp needs a ModbusPoint binding")
-        checked[name] = point
-    try:
-        from citytwin.drivers.modbus.tcp import ModbusTcpDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(
-            f"driver 'modbus-tcp' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17'"
-        ) from exc
-    return ModbusTcpDriver(connection, checked)
+    return _build(
+        "modbus-tcp", connection, points, (ModbusTcpConnection, ModbusPoint), "a",
+        "citytwin.drivers.modbus.tcp:ModbusTcpDriver", "'pymodbus>=3.16,<3.17'",
+    )
 
 
 def _modbus_rtu_models() -> BindingModels:
@@ -96,24 +112,11 @@ def _modbus_rtu_models() -> BindingModels:
 def _modbus_rtu_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusRtuConnection
 
-    if not isinstance(connection, ModbusRtuConnection):
-        raise BindingError(
-            f"modbus-rtu needs a ModbusRtuConnection, not {type(connection).__name__}"
-        )
-    checked: dict[str, ModbusPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, ModbusPoint):
-            raise BindingError(f"point {name!r}: modbus-rtu needs a ModbusPoint binding")
-        checked[name] = point
-    try:
-        import serial  # noqa: F401  # pymodbus only warns later when pyserial is missing
-
-        from citytwin.drivers.modbus.rtu import ModbusRtuDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(
-            f"driver 'modbus-rtu' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17' 'pyserial>=3.5,<4'"
-        ) from exc
-    return ModbusRtuDriver(connection, checked)
+    return _build(
+        "modbus-rtu", connection, points, (ModbusRtuConnection, ModbusPoint), "a",
+        "citytwin.drivers.modbus.rtu:ModbusRtuDriver", "'pymodbus>=3.16,<3.17' 'pyserial>=3.5,<4'",
+        requires=("serial",),
+    )
 
 
 def _modbus_rtu_over_tcp_models() -> BindingModels:
@@ -125,22 +128,10 @@ def _modbus_rtu_over_tcp_models() -> BindingModels:
 def _modbus_rtu_over_tcp_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusRtuOverTcpConnection
 
-    if not isinstance(connection, ModbusRtuOverTcpConnection):
-        raise BindingError(
-            f"modbus-rtu-over-tcp needs a ModbusRtuOverTcpConnection, not {type(connection).__name__}"
-        )
-    checked: dict[str, ModbusPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, ModbusPoint):
-            raise BindingError(f"point {name!r}: modbus-rtu-over-tcp needs a ModbusPoint binding")
-        checked[name] = point
-    try:
-        from citytwin.drivers.modbus.rtu_over_tcp import ModbusRtuOverTcpDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(
-            f"driver 'modbus-rtu-over-tcp' needs {exc.name}: pip install 'pymodbus>=3.16,<3.17'"
-        ) from exc
-    return ModbusRtuOverTcpDriver(connection, checked)
+    return _build(
+        "modbus-rtu-over-tcp", connection, points, (ModbusRtuOverTcpConnection, ModbusPoint), "a",
+        "citytwin.drivers.modbus.rtu_over_tcp:ModbusRtuOverTcpDriver", "'pymodbus>=3.16,<3.17'",
+    )
 
 
 def _mqtt_models() -> BindingModels:
@@ -155,18 +146,10 @@ def _mqtt_models() -> BindingModels:
 def _mqtt_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.mqtt_device.binding import MqttConnection, MqttPoint
 
-    if not isinstance(connection, MqttConnection):
-        raise BindingError(f"mqtt needs an MqttConnection, not {type(connection).__name__}")
-    checked: dict[str, MqttPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, MqttPoint):
-            raise BindingError(f"point {name!r}: mqtt needs an MqttPoint binding")
-        checked[name] = point
-    try:
-        from citytwin.drivers.mqtt_device.driver import MqttDeviceDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(f"driver 'mqtt' needs {exc.name}: pip install 'aiomqtt>=2.5,<3'") from exc
-    return MqttDeviceDriver(connection, checked)
+    return _build(
+        "mqtt", connection, points, (MqttConnection, MqttPoint), "an",
+        "citytwin.drivers.mqtt_device.driver:MqttDeviceDriver", "'aiomqtt>=2.5,<3'",
+    )
 
 
 def _coap_models() -> BindingModels:
@@ -181,20 +164,10 @@ def _coap_models() -> BindingModels:
 def _coap_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.coap.binding import CoapConnection, CoapPoint
 
-    if not isinstance(connection, CoapConnection):
-        raise BindingError(f"coap needs a CoapConnection, not {type(connection).__name__}")
-    checked: dict[str, CoapPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, CoapPoint):
-            raise BindingError(f"point {name!r}: coap needs a CoapPoint binding")
-        checked[name] = point
-    try:
-        from citytwin.drivers.coap.driver import CoapDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(
-            f"driver 'coap' needs {exc.name}: pip install 'aiocoap>=0.4.17,<0.5' 'cbor2>=5.6,<7'"
-        ) from exc
-    return CoapDriver(connection, checked)
+    return _build(
+        "coap", connection, points, (CoapConnection, CoapPoint), "a",
+        "citytwin.drivers.coap.driver:CoapDriver", "'aiocoap>=0.4.17,<0.5' 'cbor2>=5.6,<7'",
+    )
 
 
 def _opcua_models() -> BindingModels:
@@ -215,18 +188,10 @@ def _opcua_models() -> BindingModels:
 def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     from citytwin.drivers.opcua.binding import OpcUaConnection, OpcUaPoint
 
-    if not isinstance(connection, OpcUaConnection):
-        raise BindingError(f"opcua needs an OpcUaConnection, not {type(connection).__name__}")
-    checked: dict[str, OpcUaPoint] = {}
-    for name, point in points.items():
-        if not isinstance(point, OpcUaPoint):
-            raise BindingError(f"point {name!r}: opcua needs an OpcUaPoint binding")
-        checked[name] = point
-    try:
-        from citytwin.drivers.opcua.driver import OpcUaDriver
-    except ModuleNotFoundError as exc:
-        raise ImportError(f"driver 'opcua' needs {exc.name}: pip install 'asyncua>=2.1,<2.2'") from exc
-    return OpcUaDriver(connection, checked)
+    return _build(
+        "opcua", connection, points, (OpcUaConnection, OpcUaPoint), "an",
+        "citytwin.drivers.opcua.driver:OpcUaDriver", "'asyncua>=2.1,<2.2'",
+    )
 
 
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
