@@ -29,7 +29,7 @@ from benchmarks.procs import Mosquitto
 from benchmarks.runner import Plan, measure
 from benchmarks.subjects import Citytwin, Naive, PumpStations, Shape, Subject
 from benchmarks.thingsboard import ThingsBoard
-from citytwin.gateway.benchcli import SCENARIOS, add_arguments
+from citytwin.gateway.cli.bench import SCENARIOS, add_arguments
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ from citytwin.gateway.hublink import HubLink, now_ms
 from citytwin.gateway.metrics import GatewayMetrics
 from citytwin.gateway.outbox import Limits, Outbox
 from citytwin.gateway.pipeline import DevicePipeline
+from citytwin.gateway.runner import DeviceRunner
 from citytwin.gateway.store import TwinStore
-from citytwin.gateway.supervisor import DeviceRunner
 from citytwin.gateway.twins import Twin
 
 log = logging.getLogger("citytwin.gateway")

@@ -28,7 +28,7 @@ from citytwin.gateway.commandlog import CommandLog, Interrupted
 from citytwin.gateway.config import CommandsSection
 from citytwin.gateway.hublink import HubLink, Received, now_ms
 from citytwin.gateway.interlocks import check_interlocks
-from citytwin.gateway.supervisor import DeviceRunner
+from citytwin.gateway.runner import DeviceRunner
 from citytwin.gateway.topics import Incoming
 from citytwin.gateway.twins import Twin
 from citytwin.thingmodels.types import CallType

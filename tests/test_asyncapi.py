@@ -20,7 +20,7 @@ import yaml
 from referencing import Registry
 from referencing.exceptions import NoSuchResource
 
-from citytwin.gateway.hubclient import BrokerOptions, HubSession
+from citytwin.gateway.cli.hubclient import BrokerOptions, HubSession
 from citytwin.gateway.topics import Topics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -109,7 +109,7 @@ async def test_silent_unit_times_out_and_its_neighbour_keeps_the_line(
         for _ in range(3):  # the shared line stays open and in step
             (level,) = await good.read()
             assert level.quality is Quality.GOOD
-        await silent.connect()  # what the supervisor does after its backoff
+        await silent.connect()  # what the device runner does after its backoff
         results = await asyncio.gather(good.read(), silent.read(), return_exceptions=True)
         assert isinstance(results[1], RequestTimeout)
         assert not isinstance(results[0], BaseException) and results[0][0].quality is Quality.GOOD

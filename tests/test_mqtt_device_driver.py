@@ -310,7 +310,7 @@ async def test_broker_restart_then_reconnect(mosquitto: Mosquitto, meters: Meter
         with pytest.raises(TransportError):
             await driver.invoke(MqttCall(payload={"cmd": "valve", "open": True}), {})
         mosquitto.start()
-        await driver.connect()  # what the gateway's supervisor does after its backoff
+        await driver.connect()  # what the gateway's device runner does after its backoff
         sink.readings.clear()
         await asyncio.wait_for(meters.connected.wait(), 10)
         await sink.wait("flow_rate")

@@ -186,7 +186,7 @@ async def test_server_restart_mid_subscription_resubscribes_and_data_flows(
         await eventually(lambda: _read_error(d), timeout=5)
         assert not d.health.connected
         await sim.start()  # same port, a fresh server: no session, no subscription
-        # what the gateway's supervisor does: close, then connect again (with backoff)
+        # what the gateway's device runner does: close, then connect again (with backoff)
         await d.close()
         await d.connect()
         sink.readings.clear()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from citytwin.gateway.bindingcheck import BINDING_RULES, check_binding_text
-from citytwin.gateway.cli import main
+from citytwin.gateway.cli.bindingcheck import BINDING_RULES, check_binding_text
+from citytwin.gateway.cli.main import main
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "examples" / "pump-station.yaml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from citytwin.gateway.cli import main
+from citytwin.gateway.cli.main import main
 from citytwin.thingmodels.library import library_names
 
 CORPUS = Path(__file__).parent / "thingmodel_corpus" / "invalid"

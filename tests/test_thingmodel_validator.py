@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from citytwin.gateway.modelcli import file_resolver
+from citytwin.gateway.cli.model import file_resolver
 from citytwin.thingmodels.errors import ModelError
 from citytwin.thingmodels.library import library_names, library_text
 from citytwin.thingmodels.lint import lint_model

@@ -65,7 +65,7 @@ class ModbusRtuDriver(ModbusTcpDriver):
                 stopbits=conn.stopbits,
                 bytesize=conn.bytesize,
                 name=conn.port,
-                reconnect_delay=0,  # the gateway's supervisor owns reconnects
+                reconnect_delay=0,  # the gateway's device runner owns reconnects
                 timeout=2 * max(conn.timeout, conn.connect_timeout) + 1,
                 retries=0,
             )

@@ -2,7 +2,7 @@
 
 pymodbus does the framing and PDU encoding; this module owns everything around it:
 the link (one fresh client per ``connect()``, pymodbus's own reconnect disabled so the
-gateway's supervisor owns backoff), per-request timeouts, and the translation of every
+gateway's device runner owns backoff), per-request timeouts, and the translation of every
 pymodbus outcome into ``drivers.errors`` and reading qualities. Two pymodbus hooks make
 failures fast instead of waiting out the timeout: ``trace_connect`` fails the request in
 flight when the peer drops the link, and ``trace_packet`` screens each answer with

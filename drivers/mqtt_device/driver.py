@@ -9,7 +9,7 @@ with a fresh correlation id and matched to the reply carrying the same id, withi
 
 aiomqtt on paho, the client the gateway's hub link uses, with TCP_NODELAY on its socket
 (Nagle plus delayed ACK cost 40-90 ms per command round trip). The driver has no reconnect
-loop of its own: a lost link fails the next ``read()`` and the gateway's supervisor
+loop of its own: a lost link fails the next ``read()`` and the gateway's device runner
 reconnects with its backoff.
 """
 

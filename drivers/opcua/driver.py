@@ -1,7 +1,7 @@
 """OPC UA driver on asyncua 2.1: subscriptions first, batched reads as the fallback.
 
 Each ``connect()`` builds a fresh ``asyncua.Client`` (its own auto-reconnect off: the
-gateway's supervisor owns backoff, so a server restart is a ``read()`` that raises, a
+gateway's device runner owns backoff, so a server restart is a ``read()`` that raises, a
 ``close()`` and a ``connect()`` that subscribes again). After the session is up:
 
 - NodeIds written with ``nsu=`` are resolved against the server's namespace array;

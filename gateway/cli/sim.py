@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _run(work: Callable[[], Awaitable[None]]) -> int:
-    from citytwin.gateway.cli import run_until_signal
+    from citytwin.gateway.cli.main import run_until_signal
 
     return run_until_signal(work)
 

@@ -123,7 +123,7 @@ def run_until_signal(work: Callable[[], Awaitable[None]]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from citytwin.gateway.demo import run_demo
+    from citytwin.gateway.cli.demo import run_demo
 
     return _run_async(_until_signal(run_demo(args.duration, args.broker)))
 
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = config_sub.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=cmd_config_schema)
 
-    from citytwin.gateway.simcli import add_sim_commands
+    from citytwin.gateway.cli.sim import add_sim_commands
 
     add_sim_commands(sub)
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--timeout", type=float, default=5.0)
     discover.set_defaults(func=cmd_discover)
 
-    from citytwin.gateway.auditcli import add_audit_commands
+    from citytwin.gateway.cli.audit import add_audit_commands
 
     add_audit_commands(sub)
 
@@ -179,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
     demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
     demo.set_defaults(func=cmd_demo)
-    from citytwin.gateway.hubcli import add_hub_commands
+    from citytwin.gateway.cli.hub import add_hub_commands
     add_hub_commands(sub)
-    from citytwin.gateway.modelcli import add_model_commands
+    from citytwin.gateway.cli.model import add_model_commands
     add_model_commands(sub)
-    from citytwin.gateway.opscli import add_ops_commands
+    from citytwin.gateway.cli.ops import add_ops_commands
     add_ops_commands(sub)
-    from citytwin.gateway.benchcli import add_bench_commands
+    from citytwin.gateway.cli.bench import add_bench_commands
     add_bench_commands(sub)
     return parser
 

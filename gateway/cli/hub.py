@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from citytwin.gateway.hubclient import BrokerOptions, HubError, HubSession, Seen, now_ms
+from citytwin.gateway.cli.hubclient import BrokerOptions, HubError, HubSession, Seen, now_ms
 
 EXIT_OK, EXIT_BROKER, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 EXIT_BY_STATUS = {"succeeded": EXIT_OK, "rejected": EXIT_REJECTED, "failed": EXIT_FAILED,

@@ -273,7 +273,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_check_binding(args: argparse.Namespace) -> int:
-    from citytwin.gateway.bindingcheck import (
+    from citytwin.gateway.cli.bindingcheck import (
         check_binding_text,  # loads the gateway's config models
     )
 

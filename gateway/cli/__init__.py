@@ -1,0 +1,1 @@
+"""The ``citytwin`` command line: one module per command group (``main`` parses and dispatches)."""
