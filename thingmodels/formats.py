@@ -1,0 +1,55 @@
+"""Which thing-model format a document is written in, recognised from its content.
+
+``citytwin model validate`` and ``convert`` name the detected format in every message and
+refuse an unknown one as such, never as invalid TSL. Each importer and exporter lives in
+its own module (``tsl``, ``wot``, ``sdf``, ``iotda``, ``onenet``); this module only tells
+them apart, so the rules for telling are in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+
+class Format(enum.StrEnum):
+    CITYTWIN = "citytwin"  # our own model document (TSL-shaped, with profile)
+    TSL = "tsl"  # Alibaba TSL (and its module documents, with functionBlockId)
+    WOT_TM = "wot-tm"  # W3C WoT Thing Model (@type contains tm:ThingModel)
+    WOT_TD = "wot-td"  # W3C WoT Thing Description (@context and no tm:ThingModel type)
+    SDF = "sdf"  # OneDM Semantic Definition Format, RFC 9880
+    IOTDA = "iotda"  # Huawei Cloud IoTDA product model
+    ONENET = "onenet"  # China Mobile OneNET thing model
+
+
+def _types(doc: Mapping[str, Any]) -> list[Any]:
+    value = doc.get("@type")
+    if isinstance(value, list):
+        return value
+    return [value] if value is not None else []
+
+
+def detect_format(doc: Any) -> Format | None:
+    """The format of a parsed document, or None when it is none we know."""
+    if not isinstance(doc, Mapping):
+        return None
+    if "@context" in doc:
+        return Format.WOT_TM if "tm:ThingModel" in _types(doc) else Format.WOT_TD
+    if any(key in doc for key in ("sdfObject", "sdfThing", "sdfData", "sdfProperty", "sdfAction", "sdfEvent")):
+        return Format.SDF
+    if any(isinstance(key, str) and key.startswith("odm") for key in doc):
+        return Format.SDF  # a pre-RFC OneDM file: the SDF importer refuses its odm* keywords by name
+    if "service_capabilities" in doc or ("services" in doc and "device_type" in doc):
+        return Format.IOTDA
+    if "properties" in doc and any(
+        isinstance(p, Mapping) and "functionType" in p for p in _as_list(doc.get("properties"))
+    ):
+        return Format.ONENET
+    if "profile" in doc or "functionBlockId" in doc or ("schema" in doc and "properties" in doc):
+        return Format.TSL
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
