@@ -14,7 +14,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 
 class Quality(enum.StrEnum):
@@ -47,31 +47,35 @@ class Health:
 PushSink = Callable[[Sequence[Reading]], None]
 """Where a driver delivers readings it receives unasked (subscriptions, observe, southbound MQTT)."""
 
+LinkSink = Callable[[bool, "str | None"], None]
+"""Where a driver says its link came up (True) or went down (False, with the reason) between
+calls: a listener's device connecting or hanging up, a subscription lost. Polled drivers
+need not call it; their ``read`` raising is the signal."""
+
 
 class Driver(abc.ABC):
     """One connection to one device; an async context manager.
 
     Polled protocols implement ``read``; protocols that push (OPC UA subscriptions, CoAP
     observe, device MQTT) deliver readings through the sink the gateway hands over with
-    ``set_push_sink`` — the same path, transforms and checks as polled readings. Protocols
-    with callable operations (OPC UA methods, CoAP POST, MQTT request/reply) implement
-    ``invoke``; the others bind services to writes.
+    ``set_push_sink`` — the same path, transforms and checks as polled readings. Devices
+    that call in (listener drivers: HJ 212, SL 651) set ``polled = False``: the gateway's
+    runner then never calls ``read`` on a schedule, and the device is online while it
+    reports. Optional capabilities sit apart from this core: ``Invokable`` (callable
+    operations). Every call is made by the device's runner, one at a time.
     """
 
+    polled: ClassVar[bool] = True
     _push_sink: PushSink | None = None
+    _link_sink: LinkSink | None = None
 
     def set_push_sink(self, sink: PushSink | None) -> None:
         """Called by the gateway before ``connect``; push drivers send readings to it."""
         self._push_sink = sink
 
-    async def invoke(self, call: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one device operation described by ``call`` (the driver's own call binding).
-
-        Returns the operation's outputs. The default driver has none.
-        """
-        from citytwin.drivers.errors import BindingError
-
-        raise BindingError(f"{type(self).__name__} has no callable operations; bind services to writes")
+    def set_link_sink(self, sink: LinkSink | None) -> None:
+        """Called by the gateway before ``connect``; drivers report link changes between calls."""
+        self._link_sink = sink
 
     @abc.abstractmethod
     async def connect(self) -> None:
@@ -110,3 +114,15 @@ class Driver(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class Invokable(abc.ABC):
+    """Capability: the device has callable operations (OPC UA methods, CoAP POST, MQTT
+    request/reply). Services of drivers without it are bound to writes."""
+
+    @abc.abstractmethod
+    async def invoke(self, call: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one device operation described by ``call`` (the driver's own call binding).
+
+        Returns the operation's outputs; raises a ``DriverError`` on failure.
+        """

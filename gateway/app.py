@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
+from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.access import Access
@@ -37,13 +40,21 @@ from citytwin.gateway.twins import Twin
 
 log = logging.getLogger("citytwin.gateway")
 
+DriverFactory = Callable[[str, BaseModel, Mapping[str, BaseModel]], Driver]
+
 
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, specs: dict[str, DeviceSpec], config_path: Path | None = None
+        self,
+        config: GatewayConfig,
+        specs: dict[str, DeviceSpec],
+        config_path: Path | None = None,
+        driver_factory: DriverFactory = create_driver,
     ) -> None:
         self.config = config
+        # how a device's driver is made: the registry, or a test's FakeDriver (tests/harness.py)
+        self.driver_factory = driver_factory
         self.specs = dict(specs)
         self.config_path = config_path  # re-read by reload(); None: reload is not possible
         data_dir = Path(config.gateway.data_dir)
@@ -108,7 +119,7 @@ class Gateway:
             self.twins[device_id] = twin
         twin.set_online(False, now_ms())
         pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
-        driver = create_driver(spec.config.driver, spec.config.connection, spec.driver_points())
+        driver = self.driver_factory(spec.config.driver, spec.config.connection, spec.driver_points())
         # pushed readings (subscriptions, observe) take the same path as polled ones
         driver.set_push_sink(pipeline.push)
         runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from citytwin.drivers.base import Invokable
 from citytwin.drivers.errors import DriverError, RequestTimeout
 from citytwin.gateway.access import Access
 from citytwin.gateway.audit import AuditLog
@@ -368,10 +369,13 @@ class CommandRelay:
         offline = _offline(runner)
         if offline is not None:
             return offline
+        driver = runner.driver
+        if not isinstance(driver, Invokable):
+            return {"status": "failed", "error": {"code": "BindingError", "message": "the driver has no callable operations"}}
         try:
             async with asyncio.timeout(timeout):
                 async with runner.lock:
-                    output = await runner.driver.invoke(call, inputs)
+                    output = await driver.invoke(call, inputs)
         except (TimeoutError, RequestTimeout):
             return _timed_out(timeout)
         except DriverError as exc:

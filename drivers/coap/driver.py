@@ -29,7 +29,7 @@ from aiocoap import DELETE, GET, POST, PUT, Message, TransportTuning
 from aiocoap import error as coap_error
 from aiocoap.message import UndecidedRemote
 
-from citytwin.drivers.base import Driver, Health, Quality, Reading
+from citytwin.drivers.base import Driver, Health, Invokable, Quality, Reading
 from citytwin.drivers.coap import context as shared
 from citytwin.drivers.coap.binding import CoapCall, CoapConnection, CoapPoint, Format
 from citytwin.drivers.coap.payload import (
@@ -114,7 +114,7 @@ class _Resource:
     task: asyncio.Task[None] | None = None
 
 
-class CoapDriver(Driver):
+class CoapDriver(Driver, Invokable):
     """One CoAP server (host and port); its points are values inside its resources."""
 
     def __init__(self, connection: CoapConnection, points: Mapping[str, CoapPoint]) -> None:

@@ -31,7 +31,7 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citytwin.drivers.base import Driver, Health, Quality, Reading
+from citytwin.drivers.base import Driver, Health, Invokable, Quality, Reading
 from citytwin.drivers.errors import (
     BindingError,
     ConnectError,
@@ -106,7 +106,7 @@ def _fill(template: Any, inputs: Mapping[str, Any]) -> Any:
     return template
 
 
-class MqttDeviceDriver(Driver):
+class MqttDeviceDriver(Driver, Invokable):
     """One device on one southbound broker connection."""
 
     def __init__(self, connection: MqttConnection, points: Mapping[str, MqttPoint]) -> None:

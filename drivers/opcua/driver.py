@@ -31,7 +31,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-from citytwin.drivers.base import Driver, Health, Quality, Reading
+from citytwin.drivers.base import Driver, Health, Invokable, Quality, Reading
 from citytwin.drivers.errors import (
     BindingError,
     ConnectError,
@@ -80,7 +80,7 @@ _MAX_NODES_PER_READ = 1000
 _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
 
 
-class OpcUaDriver(Driver):
+class OpcUaDriver(Driver, Invokable):
     """One session with one OPC UA server."""
 
     def __init__(self, connection: OpcUaConnection, points: Mapping[str, OpcUaPoint]) -> None:
