@@ -119,7 +119,7 @@ async def gateway_loop(port: int, seconds: float) -> dict[str, int]:
         def sink(readings: Any, pipeline: DevicePipeline = pipeline) -> None:
             nonlocal processed
             processed += 1
-            pipeline.push(readings)
+            pipeline.process(readings, time.time_ns() // 1_000_000)
 
         driver.set_push_sink(sink)
         drivers.append(driver)

@@ -137,7 +137,7 @@ async def gateway_loop(config: Path, seconds: float) -> dict[str, int]:
     def sink(readings: Any) -> None:
         nonlocal notifications
         notifications += len(readings)
-        pipeline.push(readings)
+        pipeline.process(readings, time.time_ns() // 1_000_000)
 
     driver = create_driver(spec.config.driver, spec.config.connection, spec.driver_points())
     driver.set_push_sink(sink)

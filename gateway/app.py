@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,6 @@ import orjson
 from pydantic import BaseModel
 
 from citytwin.drivers.base import Driver
-from citytwin.drivers.errors import DriverError
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.access import Access
 from citytwin.gateway.audit import AuditLog
@@ -36,6 +35,7 @@ from citytwin.gateway.outbox import Limits, Outbox
 from citytwin.gateway.pipeline import DevicePipeline
 from citytwin.gateway.runner import DeviceRunner
 from citytwin.gateway.store import TwinStore
+from citytwin.gateway.tasks import Tasks
 from citytwin.gateway.twins import Twin
 
 log = logging.getLogger("citytwin.gateway")
@@ -71,21 +71,26 @@ class Gateway:
         self.command_log = CommandLog(data_dir / "commands.db", config.commands.retention)
         self.audit = AuditLog(data_dir / "audit.log")
         self.access = Access(config.access, {})
+        self.metrics: GatewayMetrics = GatewayMetrics(config.gateway.id)
+        self.audit.on_failure = self.metrics.audit_failures.inc
+        # every task the gateway starts, supervised: a crash is logged with its traceback
+        self.tasks: Tasks = Tasks(lambda name, exc: self.metrics.task_crashes.labels(name.split(":")[0]).inc())
         self.relay = CommandRelay(
             self.hub, self.runners, self.twins, self._publish_twin,
-            self.command_log, self.access, self.audit, config.commands,
+            self.command_log, self.access, self.audit, config.commands, self.tasks,
         )
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._hub_task: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         self._twin_dirty: set[str] = set()
-        self.metrics = GatewayMetrics(config.gateway.id)
         self.metrics.watch_hub(self.hub)
         self.metrics.watch_outbox(self.outbox)
         self.hub.metrics = self.relay.metrics = self.metrics
         self.http = HttpApi(self, config.http) if config.http.enabled else None
-        self.started_ms = now_ms()
+        self.started_ms: int = now_ms()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._stored: dict[str, dict[str, Any]] = {}
         self._reload_lock = asyncio.Lock()
+        self.drain_timeout = 3.0  # how long shutdown waits for the hub to take what is queued
 
     def _on_message(self, message: Any) -> None:
         self.relay.handle(message)
@@ -98,11 +103,11 @@ class Gateway:
         await self.audit.open()
         interrupted = await self.command_log.open()
         self._stored = stored
-        self._tasks.append(asyncio.create_task(self.hub.run(), name="hub"))
+        self._hub_task = self.tasks.spawn(self.hub.run(), "hub")
         for device_id, spec in list(self.specs.items()):
             self._start_device(device_id, spec)
         self.relay.report_interrupted(interrupted)
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._housekeeper = self.tasks.spawn(self._housekeeping(), "housekeeping")
         if self.http is not None:
             await self.http.start()
         log.info(
@@ -120,29 +125,25 @@ class Gateway:
         twin.set_online(False, now_ms())
         pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
         driver = self.driver_factory(spec.config.driver, spec.config.connection, spec.driver_points())
-        # pushed readings (subscriptions, observe) take the same path as polled ones
-        driver.set_push_sink(pipeline.push)
-        runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval)
-        runner.metrics = self.metrics.device(device_id, spec.model.services)
+        # the runner is the one door to the device: polls, pushes, writes and calls go through it
+        runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval,
+                              self.metrics.device(device_id, spec.model.services))
         self.specs[device_id] = spec
         self.access.groups[device_id] = set(spec.config.groups)
         self.runners[device_id] = runner
         self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
         self._twin_dirty.add(device_id)
-        self._device_tasks[device_id] = asyncio.create_task(runner.run(), name=f"device:{device_id}")
+        self._device_tasks[device_id] = self.tasks.spawn(runner.run(), f"device:{device_id}")
 
     async def _stop_device(self, device_id: str, reason: str) -> None:
         """Stop polling, let a command in flight finish, close the link; the twin stays, offline."""
-        task = self._device_tasks.pop(device_id)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await self.tasks.cancel([self._device_tasks.pop(device_id)])
         runner = self.runners.pop(device_id)
         del self.specs[device_id]
-        async with runner.lock:
-            try:
-                await runner.driver.close()
-            except DriverError as exc:
-                log.warning("%s: error while closing: %s", device_id, exc)
+        try:
+            await runner.close()
+        except Exception as exc:
+            log.warning("%s: error while closing: %s", device_id, exc)
         twin = self.twins[device_id]
         twin.set_online(False, now_ms())
         status = {"state": "offline", "ts": twin.status_ts, "reason": reason}
@@ -274,30 +275,55 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         log.info("gateway %s stopping", self.config.gateway.id)
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("operations endpoint", self._close_http),
+            ("device tasks", lambda: self.tasks.cancel(
+                [t for t in (self._housekeeper, *self._device_tasks.values()) if t is not None])),
+            ("commands in flight", self.relay.close),
+            ("command log", self.command_log.close),
+            ("audit log", self.audit.close),
+            ("device links", self._close_devices),
+            ("hub drain", self._drain_hub),
+            ("hub link", lambda: self.tasks.cancel([self._hub_task] if self._hub_task else [])),
+            ("outbox", self.outbox.close),
+            ("twins", self.flush),
+            ("twin store", self.store.close),
+            ("remaining tasks", self.tasks.cancel),
+        ]
+        # every step runs even when one fails: a driver whose close() raises must not keep the
+        # outbox, the twins and the store from closing cleanly (or the next start is unclean)
+        failed = []
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                failed.append(name)
+                log.exception("shutdown: %s failed; continuing with the other steps", name)
+        if failed:
+            log.error("gateway %s stopped; these shutdown steps failed: %s", self.config.gateway.id, ", ".join(failed))
+        else:
+            log.info("gateway %s stopped", self.config.gateway.id)
+
+    async def _drain_hub(self) -> None:
+        await self.hub.drain(timeout=self.drain_timeout)
+
+    async def _close_http(self) -> None:
         if self.http is not None:
             await self.http.close()
-        hub_task, *others = self._tasks
-        others += self._device_tasks.values()
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await self.relay.close()
-        await self.command_log.close()
-        await self.audit.close()
+
+    async def _close_devices(self) -> None:
+        """Mark every device offline on the hub, then close each link (each on its own)."""
         ts = now_ms()
-        for device_id, runner in self.runners.items():
+        for device_id in self.runners:
             self.twins[device_id].set_online(False, ts)
             self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": ts})
             self._publish_twin(device_id)
-            await runner.driver.close()
         self.hub.send_state(self.hub.topics.gateway_status, {"state": "offline", "ts": ts})
-        await self.hub.drain(timeout=3.0)
-        hub_task.cancel()
-        await asyncio.gather(hub_task, return_exceptions=True)
-        await self.outbox.close()
-        await self.flush()
-        await self.store.close()
-        log.info("gateway %s stopped", self.config.gateway.id)
+        for device_id, runner in self.runners.items():
+            try:
+                await runner.close()
+            except Exception:
+                log.exception("%s: closing the device link failed", device_id)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -305,4 +331,7 @@ class Gateway:
             "hub": {"connected": self.hub.connected, "published": self.hub.published,
                     "dropped": self.hub.dropped},
             "devices": {d: r.status() for d, r in self.runners.items()},
+            "tasks": {"running": len(self.tasks), "crashed": [
+                {"task": name, "error": error} for name, error in self.tasks.crashes]},
+            "audit": {"failures": self.audit.failures, "last_error": self.audit.last_error},
         }

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+log = logging.getLogger("citytwin.audit")
 
 GENESIS = "0" * 64
 
@@ -47,6 +50,10 @@ class AuditLog:
         self._prev = GENESIS
         self._pending: list[dict[str, Any]] = []
         self._flushing: asyncio.Task[None] | None = None
+        # a write or fsync that failed: surfaced (error log, metric, /health), records kept
+        self.failures = 0
+        self.last_error: str | None = None
+        self.on_failure: Callable[[], None] | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +72,20 @@ class AuditLog:
         while self._pending:
             batch, self._pending = self._pending, []
             data = b"".join(orjson.dumps(r) + b"\n" for r in batch)
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+            except OSError as exc:
+                # keep the records (they are chained already) and retry with the next append
+                self._pending[:0] = batch
+                self.failures += 1
+                self.last_error = f"{self.path}: {exc}"
+                log.error("audit log: cannot write %d record(s) to %s: %s", len(batch), self.path, exc)
+                if self.on_failure is not None:
+                    self.on_failure()
+                return
+            if self.last_error is not None:
+                log.info("audit log: writing again after %d failure(s)", self.failures)
+                self.last_error = None
 
     def _write(self, data: bytes) -> None:
         with self.path.open("ab") as f:
@@ -74,10 +94,14 @@ class AuditLog:
             os.fsync(f.fileno())
 
     async def close(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
-        await self._flush()
-        self._executor.shutdown(wait=True)
+        try:
+            if self._flushing is not None:
+                await self._flushing
+            await self._flush()
+        finally:
+            self._executor.shutdown(wait=True)
+        if self._pending:
+            raise OSError(f"{len(self._pending)} audit record(s) could not be written: {self.last_error}")
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:

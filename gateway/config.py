@@ -26,6 +26,7 @@ from pydantic import (
 
 from citytwin.drivers.fields import IntRange, PositiveFloat
 from citytwin.drivers.registry import DRIVER_NAMES, binding_models
+from citytwin.gateway.conditions import CONDITION_HELP, is_condition
 from citytwin.gateway.yamlsrc import Located, YamlSyntaxError, load_yaml
 
 IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -135,9 +136,6 @@ class Transform(BaseModel):
         return value
 
 
-CONDITION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_]*)?)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
-
-
 class EventTrigger(Strict):
     """Raise a model event on the rising edge of a condition on a property."""
 
@@ -151,8 +149,8 @@ class EventTrigger(Strict):
     @field_validator("when", "clear")
     @classmethod
     def _condition(cls, value: str | None) -> str | None:
-        if value is not None and not CONDITION.match(value):
-            raise ValueError("must look like 'PROPERTY OP VALUE' with OP one of > >= < <= == !=")
+        if value is not None and (not is_condition(value) or "{" in value):
+            raise ValueError(CONDITION_HELP + " (no {input} templates in events)")
         return value
 
 
@@ -199,13 +197,17 @@ class Interlock(Strict):
     min_interval: PositiveSeconds | None = None
     max_change: MaxChange | None = None
     per_input: str | None = None
-    message: str | None = None
+    message: str | None = None  # shown when the rule is violated on trusted values
+    # ``require`` and ``max_change`` read reported values with their quality and age: a bad,
+    # stale or missing value violates the rule; an uncertain one too, unless accepted here
+    accept: Literal["good", "uncertain"] = "good"
+    max_age: PositiveSeconds | None = None  # default: the device's stale_after
 
     @field_validator("require")
     @classmethod
     def _condition(cls, value: str | None) -> str | None:
-        if value is not None and not CONDITION.match(value.replace("{", "").replace("}", "")):
-            raise ValueError("must look like 'PROPERTY OP VALUE' with OP one of > >= < <= == !=")
+        if value is not None and not is_condition(value):
+            raise ValueError(CONDITION_HELP)
         return value
 
     @model_validator(mode="after")
@@ -224,6 +226,14 @@ class DeviceConfig(Strict):
     driver: str
     connection: Any
     poll_period: PositiveSeconds = 1.0
+    # consecutive failed polls (transport errors) before the device is reported offline; the
+    # link is re-opened with backoff after each (EdgeX's AllowedFails)
+    allowed_failures: Annotated[int, IntRange(1, 1000)] = 3
+    # a reported value older than this is stale: interlocks refuse to trust it (default: 3 poll
+    # periods; for devices that call in, poll_period is their expected report interval)
+    stale_after: PositiveSeconds | None = None
+    # how long a property write or desired-state write may take on the device
+    command_timeout: PositiveSeconds = 5.0
     reconnect_min: PositiveSeconds = 0.5
     reconnect_max: PositiveSeconds = 30.0
     points: dict[str, Any]

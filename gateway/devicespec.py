@@ -7,29 +7,26 @@ and reported with the same field paths as schema errors so they get file:line to
 
 from __future__ import annotations
 
+import difflib
 import math
-import operator
-import string
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import yaml
 from pydantic import BaseModel
 
 from citytwin.drivers.registry import BindingModels, binding_models
-from citytwin.gateway.config import CONDITION, DeviceConfig, GatewayConfig, ServiceBinding
+from citytwin.drivers.templates import input_reference, template_fields
+from citytwin.gateway.conditions import Condition
+from citytwin.gateway.config import DeviceConfig, GatewayConfig, ServiceBinding
+from citytwin.gateway.interlocks import InterlockRule
 from citytwin.thingmodels.errors import ModelError
 from citytwin.thingmodels.library import library_names, load_library_model
 from citytwin.thingmodels.loader import load_model_json
 from citytwin.thingmodels.types import Checker, Kind, ThingModel
 
 Loc = tuple[Hashable, ...]
-CONDITION_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt,
-    "<=": operator.le, "==": operator.eq, "!=": operator.ne,
-}
 
 
 @dataclass(slots=True)
@@ -74,23 +71,6 @@ class PropertyPoint:
 
 
 @dataclass(slots=True)
-class Condition:
-    prop: str
-    op: Callable[[Any, Any], bool]
-    value: Any
-    text: str
-
-    def holds(self, values: Mapping[str, Any]) -> bool:
-        current = values.get(self.prop)
-        if current is None:
-            return False
-        try:
-            return self.op(current, self.value)
-        except TypeError:
-            return False
-
-
-@dataclass(slots=True)
 class EventRule:
     event: str
     type: str
@@ -107,6 +87,7 @@ class DeviceSpec:
     outputs: dict[str, BaseModel]
     events: list[EventRule]
     services: dict[str, ServiceBinding]
+    interlocks: list[InterlockRule] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -134,18 +115,6 @@ def resolve_model(ref: str, base_dir: Path) -> ThingModel:
             f"model {ref!r} is neither a library model ({', '.join(library_names())}) nor a file"
         )
     return load_model_json(path.read_text(encoding="utf-8"), str(path))
-
-
-def parse_literal(text: str) -> Any:
-    """The value side of a condition, as YAML reads it (numbers, true/false, strings)."""
-    return yaml.safe_load(text)
-
-
-def _condition(text: str) -> Condition:
-    match = CONDITION.match(text)
-    assert match is not None  # validated by the config schema
-    prop, op, literal = match.groups()
-    return Condition(prop, CONDITION_OPS[op], parse_literal(literal), text)
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -233,9 +202,9 @@ def compile_device(
             if text is None:
                 conditions.append(None)
                 continue
-            cond = _condition(text)
+            cond = Condition.parse(text)
             if cond.prop not in points:
-                issues.append((loc + ("events", index, key), f"{cond.prop!r} is not a bound property"))
+                issues.append((loc + ("events", index, key), _not_bound(cond.prop, points)))
             conditions.append(cond)
         output: dict[str, tuple[bool, Any]] = {}
         for out_name, value in trigger.output.items():
@@ -243,7 +212,7 @@ def compile_device(
                 issues.append((loc + ("events", index, "output", out_name), f"event {name!r} has no output {out_name!r}"))
             is_ref = isinstance(value, str) and value.startswith("$")
             if is_ref and value[1:] not in points:
-                issues.append((loc + ("events", index, "output", out_name), f"{value[1:]!r} is not a bound property"))
+                issues.append((loc + ("events", index, "output", out_name), _not_bound(value[1:], points)))
             output[out_name] = (is_ref, value[1:] if is_ref else value)
         when, clear = conditions
         if when is not None:
@@ -258,10 +227,10 @@ def compile_device(
             issues.append((loc + ("services", name, "call"), f"driver {config.driver!r} has no callable operations; use 'writes'"))
         for index, step in enumerate(service_binding.writes):
             step_loc = loc + ("services", name, "writes", index)
-            fields = [f for _, f, _, _ in string.Formatter().parse(step.point) if f]
+            fields = template_fields(step.point)
             for f in fields:
                 if f not in service.inputs:
-                    issues.append((step_loc + ("point",), f"service {name!r} has no input {f!r}"))
+                    issues.append((step_loc + ("point",), _no_input(name, f, service.inputs)))
             for target in _expand(step.point, fields, service.inputs):
                 if target in config.outputs:
                     continue
@@ -270,12 +239,86 @@ def compile_device(
                     issues.append((step_loc + ("point",), f"{target!r} is neither an output nor a bound property"))
                 elif not bound.writable:
                     issues.append((step_loc + ("point",), f"{target!r} is bound to a read-only point ({bound.binding})"))
-            if isinstance(step.value, str) and step.value.startswith("$") and step.value[1:] not in service.inputs:
-                issues.append((step_loc + ("value",), f"service {name!r} has no input {step.value[1:]!r}"))
+            ref = input_reference(step.value)
+            if ref is not None and ref not in service.inputs:
+                issues.append((step_loc + ("value",), _no_input(name, ref, service.inputs)))
 
+    interlocks = _compile_interlocks(config, model, points, loc, issues)
     if issues:
         return None, issues
-    return DeviceSpec(config, model, points, dict(config.outputs), events, dict(config.services)), []
+    spec = DeviceSpec(config, model, points, dict(config.outputs), events, dict(config.services), interlocks)
+    return spec, []
+
+
+def _not_bound(name: str, points: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(points), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{name!r} is not a bound property{hint}"
+
+
+def _no_input(service: str, name: str, inputs: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(inputs), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"service {service!r} has no input {name!r}{hint}"
+
+
+def _compile_interlocks(
+    config: DeviceConfig, model: ThingModel, points: Mapping[str, PropertyPoint], loc: Loc,
+    issues: list[tuple[Loc, str]],
+) -> list[InterlockRule]:
+    """Compile each rule once, checking every service, input and property it names."""
+    rules = []
+    for number, rule in enumerate(config.interlocks, 1):
+        at = loc + ("interlocks", number - 1)
+        services = []
+        for index, name in enumerate(rule.services):
+            service = model.services.get(name)
+            if service is None:
+                close = difflib.get_close_matches(name, list(model.services), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                issues.append((at + ("services", index), f"model {model.product_key} has no service {name!r}{hint}"))
+            else:
+                services.append(service)
+        condition = None
+        if rule.require is not None:
+            condition = Condition.parse(rule.require)
+            _check_property(condition.prop, condition.fields, services, points, at + ("require",), issues)
+        change_prop = None
+        if rule.max_change is not None:
+            change = rule.max_change
+            for service in services:
+                if change.input not in service.inputs:
+                    issues.append((at + ("max_change", "input"), _no_input(service.identifier, change.input, service.inputs)))
+            change_prop = change.property
+            _check_property(change_prop, template_fields(change_prop), services, points,
+                            at + ("max_change", "property"), issues)
+        if rule.per_input is not None:
+            for service in services:
+                if rule.per_input not in service.inputs:
+                    issues.append((at + ("per_input",), _no_input(service.identifier, rule.per_input, service.inputs)))
+        stale = rule.max_age or config.stale_after or 3 * config.poll_period
+        rules.append(InterlockRule(number, rule, condition, change_prop, stale))
+    return rules
+
+
+def _check_property(
+    template: str, fields: Sequence[str], services: Sequence[Any], points: Mapping[str, PropertyPoint],
+    at: Loc, issues: list[tuple[Loc, str]],
+) -> None:
+    """A property (template) must be bound, for every value an enum input can take."""
+    if not fields:
+        if template not in points:
+            issues.append((at, _not_bound(template, points)))
+        return
+    for service in services:
+        missing = [f for f in fields if f not in service.inputs]
+        for name in missing:
+            issues.append((at, _no_input(service.identifier, name, service.inputs)))
+        if missing:
+            continue
+        for target in _expand(template, list(fields), service.inputs):
+            if target not in points:
+                issues.append((at, _not_bound(target, points)))
 
 
 def _expand(template: str, fields: list[str], inputs: Mapping[str, Any]) -> list[str]:

@@ -40,18 +40,26 @@ def now_ms() -> int:
 
 
 def health(gateway: Gateway) -> dict[str, Any]:
-    """Healthy only while the hub link is up and no device has been silent too long."""
+    """Healthy only while the hub link is up, every device is online and none has been silent
+    too long, no gateway task has crashed and the audit log can be written (docs/operations.md)."""
     section = gateway.config.http
     problems: list[str] = []
     if not gateway.hub.connected:
         problems.append(f"hub link to {gateway.config.hub.url} is down")
     now = now_ms()
     for device_id, runner in gateway.runners.items():
+        if runner.online is False:
+            problems.append(f"device {device_id} offline: {runner.last_error or 'no reason given'}")
+            continue
         limit = max(section.silent_after, 3 * runner.spec.config.poll_period)
-        silent = (now - (runner.last_poll_ms or runner.started_ms)) / 1000
+        silent = (now - (runner.last_seen_ms or runner.started_ms)) / 1000
         if silent > limit:
             why = f": {runner.last_error}" if runner.last_error else ""
             problems.append(f"device {device_id} silent for {silent:.0f} s (limit {limit:g} s){why}")
+    for name, error in gateway.tasks.crashes:
+        problems.append(f"task {name} crashed: {error}")
+    if gateway.audit.last_error is not None:
+        problems.append(f"audit log cannot be written: {gateway.audit.last_error}")
     return {"healthy": not problems, "problems": problems}
 
 
@@ -61,13 +69,17 @@ def status(gateway: Gateway) -> dict[str, Any]:
     messages, size, age = hub.backlog()
     devices = {}
     for device_id, runner in gateway.runners.items():
-        last = runner.last_poll_ms
+        seen = runner.last_seen_ms
+        state = {None: "connecting", True: "online", False: "offline"}[runner.online]
         devices[device_id] = {
+            "state": state,
             "online": bool(runner.online),
             "last_error": runner.last_error,
-            "last_poll": last or None,
-            "silent_for": round((now - (last or runner.started_ms)) / 1000, 1),
+            "last_poll": runner.last_poll_ms or None,
+            "last_seen": seen or None,
+            "silent_for": round((now - (seen or runner.started_ms)) / 1000, 1),
             "polls": runner.polls,
+            "failures": runner.failures,
             "poll_period": runner.spec.config.poll_period,
         }
     return {

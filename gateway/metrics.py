@@ -95,6 +95,11 @@ class DeviceMetrics:
         if bad:
             self._owner.read_errors.labels(self.device, "bad_point").inc(bad)
 
+    def pushed(self, readings: Sequence[Reading]) -> None:
+        """Readings the device sent unasked: contact, like a successful poll."""
+        self._points.inc(len(readings))
+        self._last_ok.set(time.time())
+
     def read_error(self, reason: str) -> None:
         """A read or connect that failed as a whole; ``reason`` is an error class name."""
         self._owner.read_errors.labels(self.device, reason).inc()
@@ -140,6 +145,12 @@ class GatewayMetrics:
         self.command_duration = Histogram(
             "citytwin_command_duration_seconds", "From receipt of a command to its reply",
             ["device", "service"], buckets=COMMAND_BUCKETS, registry=reg)
+        self.task_crashes = Counter(
+            "citytwin_task_crashes", "Gateway tasks that ended with an error (logged with a traceback)",
+            ["task"], registry=reg)
+        self.audit_failures = Counter(
+            "citytwin_audit_write_failures", "Audit log writes or fsyncs that failed (records kept, retried)",
+            registry=reg)
         self.reloads = Counter(
             "citytwin_config_reloads", "Config reloads by result (applied or refused)",
             ["result"], registry=reg)

@@ -10,7 +10,6 @@ condition and re-arm when it falls (or when their ``clear`` condition holds).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +34,8 @@ class DevicePipeline:
         # last value and quality sent to the hub, for report-by-exception
         self._sent: dict[str, tuple[Any, str]] = {}
         self.values: dict[str, Any] = {}  # current good/uncertain values, for event rules
+        # what each property is now, bad included: (value, quality, reason); interlocks read it
+        self.state: dict[str, tuple[Any, str, str | None]] = {}
         self._armed = [True] * len(spec.events)
         self._bad_reasons: dict[str, str] = {}
         self.points_read = 0
@@ -58,6 +59,7 @@ class DevicePipeline:
             if point is None:  # an output point read back, not a property
                 continue
             if quality is Quality.BAD:
+                self.state[name] = (None, BAD, error or "bad reading")
                 self._note_bad(name, error or "bad reading")
                 previous = sent.get(name)
                 if full or previous is None or previous[1] != BAD:
@@ -71,10 +73,15 @@ class DevicePipeline:
                 try:
                     value = point.to_value(raw)
                 except (TypeError, ValueError, OverflowError) as exc:
+                    self.state[name] = (None, BAD, f"cannot convert {raw!r}: {exc}")
                     self._note_bad(name, f"cannot convert {raw!r}: {exc}", "convert")
                     continue
             reason = point.check(value)
-            if reason is None:
+            if reason is None and quality is Quality.UNCERTAIN:  # the device itself doubts it
+                reason = error or "the device reported it uncertain"
+                quality_text = UNCERTAIN
+                self._note_bad(name, reason)
+            elif reason is None:
                 quality_text = GOOD
                 if bad_reasons and name in bad_reasons:
                     log.info("%s/%s: good again", self.spec.id, name)
@@ -84,6 +91,7 @@ class DevicePipeline:
                 # keyed by kind: a value moving outside the range is one log line, not one per poll
                 self._note_bad(name, f"value {value!r} outside the model: {reason}", "range")
             values[name] = value
+            self.state[name] = (value, quality_text, reason)
             twin_changes[name] = (value, ts, quality_text)
             if not full:
                 previous = sent.get(name)
@@ -117,10 +125,6 @@ class DevicePipeline:
             if name not in out and name in meta:
                 ts, quality, _ = meta[name]
                 out[name] = {"value": reported.get(name), "ts": ts, "quality": quality}
-
-    def push(self, readings: Sequence[Reading]) -> None:
-        """Readings a driver received unasked (subscriptions, observe)."""
-        self.process(readings, time.time_ns() // 1_000_000)
 
     def _note_bad(self, name: str, reason: str, kind: str | None = None) -> None:
         # log once per change of reason (or of kind, when the reason quotes a changing value),

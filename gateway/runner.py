@@ -1,9 +1,21 @@
-"""One supervised task per device: connect, poll on a fixed schedule, go offline, back off.
+"""The device runner: the one door to a device.
 
-The runner owns time and health (the driver owns neither): polls keep their period without
-drift and never overlap, missed ticks are skipped rather than bunched, a failing device goes
-offline with its reason logged once, and reconnects back off with jitter. Any unexpected
-error is caught here so that one device can never take the gateway down.
+Every interaction with a device goes through its runner: scheduled polls, readings the
+driver receives unasked (subscriptions, observe, devices that call in), property writes,
+service calls and desired-state sync. The runner owns what the driver must not: the lock
+that serializes requests on the one link, time (polls keep their period without drift and
+never overlap; missed ticks are skipped rather than bunched; commands get their timeouts from
+the config), health and its error classes (as EdgeX's device service does, and Home
+Assistant's coordinator, where push and poll meet in one place):
+
+- transport errors (link lost, timeout): the link is re-opened with backoff, and the device
+  goes offline only after ``allowed_failures`` consecutive failures, not on the first;
+- device errors (an exception code, a refused request, an undecodable answer): the points
+  involved turn bad with the reason, or the command fails; the link stays up;
+- pushed readings count as contact: they update last-seen, online state and metrics.
+
+What each property is now, with its quality and the age of its last confirmation, is asked of
+the runner (``current``): interlocks read it, and refuse values they cannot trust.
 """
 
 from __future__ import annotations
@@ -12,13 +24,21 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from citytwin.drivers.base import Driver
-from citytwin.drivers.errors import DriverError
+from citytwin.drivers.base import Driver, Invokable, Quality, Reading
+from citytwin.drivers.errors import (
+    BindingError,
+    DecodeError,
+    DeviceError,
+    DriverError,
+    RequestTimeout,
+    TransportError,
+)
 from citytwin.gateway.backoff import Backoff
 from citytwin.gateway.devicespec import DeviceSpec
+from citytwin.gateway.interlocks import Current
 from citytwin.gateway.pipeline import DevicePipeline
 
 if TYPE_CHECKING:
@@ -26,9 +46,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("citytwin.device")
 
+StatusSink = Callable[[DeviceSpec, bool, "str | None"], None]
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class DeviceOffline(Exception):
+    """A request for a device that is offline: nothing was sent."""
+
+
+class DeviceTimeout(Exception):
+    """The device did not answer within the request's time; the effect is unknown."""
 
 
 class DeviceRunner:
@@ -37,26 +67,248 @@ class DeviceRunner:
         spec: DeviceSpec,
         driver: Driver,
         pipeline: DevicePipeline,
-        on_status: Callable[[DeviceSpec, bool, str | None], None],
+        on_status: StatusSink,
         snapshot_interval: float,
+        metrics: DeviceMetrics | None = None,
     ) -> None:
         self.spec = spec
-        self.driver = driver
-        self.pipeline = pipeline
-        self.on_status = on_status
-        self.snapshot_interval = snapshot_interval
+        self._driver = driver
+        self._pipeline = pipeline
+        self._on_status = on_status
+        self._snapshot_interval = snapshot_interval
+        self.metrics = metrics
         self.online: bool | None = None  # None until the first attempt ends
         self.last_error: str | None = None
         self.last_poll_ms = 0
+        self.last_seen_ms = 0  # last contact of any kind: a poll that answered, or a push
         self.polls = 0
+        self.failures = 0  # consecutive transport failures
         self.started_ms = now_ms()  # for health: a device that never answered is silent since then
-        self.metrics: DeviceMetrics | None = None
-        self.lock = asyncio.Lock()  # serializes polls and command writes on the one link
+        self._lock = asyncio.Lock()  # one request at a time on the one link
         self._refresh = asyncio.Event()
+        self._link_lost = asyncio.Event()
+        self._confirmed_at = 0.0  # monotonic time of the last read that succeeded
+        self._pushed_at: dict[str, float] = {}  # monotonic time of each property's last push
+        driver.set_push_sink(self.push)
+        driver.set_link_sink(self.link_changed)
+
+    # -- what the rest of the gateway may ask ------------------------------------------
+    @property
+    def callable(self) -> bool:
+        """Whether the device has callable operations (services bound to ``call``)."""
+        return isinstance(self._driver, Invokable)
+
+    def current(self, prop: str) -> Current | None:
+        """The property's value now, with quality, reason and age; None if never reported."""
+        state = self._pipeline.state.get(prop)
+        if state is None:
+            return None
+        value, quality, reason = state
+        confirmed = max(self._confirmed_at, self._pushed_at.get(prop, 0.0))
+        age = time.monotonic() - confirmed if confirmed else float("inf")
+        if not self.online:
+            # nothing from an offline device is current, whatever its last reading said
+            return Current(value, "bad", f"device offline: {self.last_error or 'not connected'}", age)
+        return Current(value, quality, reason, age)
 
     def request_refresh(self) -> None:
         """Poll as soon as possible (after a write), without waiting for the next tick."""
         self._refresh.set()
+
+    def status(self) -> dict[str, Any]:
+        health = self._driver.health
+        return {
+            "online": bool(self.online),
+            "last_error": self.last_error,
+            "last_poll": self.last_poll_ms,
+            "last_seen": self.last_seen_ms,
+            "polls": self.polls,
+            "failures": self.failures,
+            "link": {"connected": health.connected, "requests": health.requests,
+                     "failures": health.failures, "last_error": health.last_error},
+        }
+
+    async def close(self) -> None:
+        """Close the link (after the device task was stopped); waits for a request in flight."""
+        async with self._lock:
+            await self._driver.close()
+
+    # -- requests on behalf of commands ------------------------------------------------
+    async def read(self, points: Sequence[str] | None = None, timeout: float | None = None) -> list[Reading]:
+        self._require_online()
+        return await self._request(lambda: self._driver.read(points), timeout)  # type: ignore[no-any-return]
+
+    async def write(self, raw: Mapping[str, Any], timeout: float | None = None) -> None:
+        """Write raw values in order; raises DeviceOffline, DeviceTimeout or a DriverError."""
+        self._require_online()
+        await self._request(lambda: self._driver.write(raw), timeout)
+        self.request_refresh()  # read the effect back instead of waiting for the next tick
+
+    async def invoke(self, call: Any, inputs: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        driver = self._driver
+        if not isinstance(driver, Invokable):
+            raise BindingError(f"driver {self.spec.config.driver!r} has no callable operations")
+        self._require_online()
+        output: dict[str, Any] = await self._request(lambda: driver.invoke(call, inputs), timeout)
+        self.request_refresh()
+        return output
+
+    def _require_online(self) -> None:
+        if not self.online:
+            raise DeviceOffline(f"device {self.spec.id!r} is offline: {self.last_error or 'not connected yet'}")
+
+    async def _request(self, work: Callable[[], Awaitable[Any]], timeout: float | None) -> Any:
+        """One request under the link's lock; the timeout covers the wait for the lock too."""
+        timeout = timeout or self.spec.config.command_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._lock:
+                    return await work()
+        except (TimeoutError, RequestTimeout):
+            raise DeviceTimeout(f"no answer from the device within {timeout:g} s") from None
+        except TransportError:
+            self._link_lost.set()  # the poll loop re-opens the link and counts the failure
+            raise
+
+    # -- readings from the driver ------------------------------------------------------
+    def push(self, readings: Sequence[Reading]) -> None:
+        """Readings the driver received unasked: the same path as polled ones, and contact."""
+        if not readings:
+            return
+        at = time.monotonic()
+        pushed = self._pushed_at
+        for reading in readings:
+            pushed[reading.point] = at
+        ts = now_ms()
+        self.last_seen_ms = ts
+        if self.metrics is not None:
+            self.metrics.pushed(readings)
+        full = False
+        if not self._driver.polled and self.online is not True:
+            self.failures = 0
+            self._set_online(True, None)
+            full = True
+        reported = self._pipeline.process(readings, ts, full)
+        if self.metrics is not None:
+            self.metrics.reported(reported)
+
+    def link_changed(self, up: bool, reason: str | None) -> None:
+        """The driver's word that its link came up or went down between calls."""
+        if up:
+            if not self._driver.polled and self.online is not True:
+                self.failures = 0
+                self._set_online(True, None)
+            return
+        if not self._driver.polled:
+            self._set_online(False, reason or "disconnected")
+        else:
+            self._link_lost.set()
+
+    # -- the device task -----------------------------------------------------------------
+    async def run(self) -> None:
+        cfg = self.spec.config
+        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
+        while True:
+            try:
+                async with self._lock:
+                    await self._driver.connect()
+                if self._driver.polled:
+                    await self._poll_loop(backoff)
+                else:
+                    backoff.reset()
+                    await self._watch_reports()
+            except DriverError as exc:
+                self._failed(type(exc).__name__, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not stop the device for good, nor the gateway
+                reason = f"internal error: {exc!r}"
+                if self.last_error != reason:  # once per distinct failure, not per retry
+                    log.exception("%s: unexpected error in device task", self.spec.id)
+                self._failed("internal", reason)
+            try:
+                async with self._lock:
+                    await self._driver.close()
+            except DriverError:
+                pass
+            await asyncio.sleep(backoff.next_delay())
+
+    def _failed(self, kind: str, reason: str) -> None:
+        """A transport failure: offline only after ``allowed_failures`` of them in a row."""
+        self.failures += 1
+        if self.metrics is not None:
+            self.metrics.read_error(kind)
+        if self.online is not False and self.failures >= self.spec.config.allowed_failures:
+            self._set_online(False, reason)
+        elif self.online is not False:
+            log.info("%s: %s (failure %d of %d allowed)", self.spec.id, reason,
+                     self.failures, self.spec.config.allowed_failures)
+            self.last_error = reason
+
+    async def _poll_loop(self, backoff: Backoff) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.spec.config.poll_period
+        deadline = loop.time()
+        next_snapshot = loop.time()
+        first = True
+        self._link_lost.clear()
+        while True:
+            full = loop.time() >= next_snapshot
+            if full:
+                next_snapshot = loop.time() + self._snapshot_interval
+            await self.poll(full)
+            backoff.reset()
+            if first:  # spread devices over the period: 1,000 polls at one instant queue up as latency
+                first = False
+                deadline += period * (zlib.crc32(self.spec.id.encode()) % 1000) / 1000
+            deadline += period
+            now = loop.time()
+            if deadline <= now:  # fell behind: skip the missed ticks, keep the phase
+                deadline += period * (int((now - deadline) / period) + 1)
+            self._refresh.clear()
+            refresh = asyncio.ensure_future(self._refresh.wait())
+            lost = asyncio.ensure_future(self._link_lost.wait())
+            try:
+                await asyncio.wait({refresh, lost}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                refresh.cancel()
+                lost.cancel()
+            if self._link_lost.is_set():
+                raise _LinkLost(self.last_error or "the link went down")
+
+    async def poll(self, full: bool = False) -> None:
+        try:
+            async with self._lock:
+                started = time.perf_counter()
+                readings = await self._driver.read()
+                elapsed = time.perf_counter() - started
+        except (DeviceError, DecodeError, BindingError) as exc:
+            # the device answered (or the binding is wrong): its points are bad, the link is up
+            reason = f"{type(exc).__name__}: {exc}"
+            ts = now_ms()
+            readings = [Reading(name, None, ts, Quality.BAD, reason) for name in self.spec.points]
+            elapsed = 0.0
+        if self.metrics is not None:
+            self.metrics.polled(elapsed, readings)
+        self._confirmed_at = time.monotonic()
+        ts = now_ms()
+        self.last_poll_ms = self.last_seen_ms = ts
+        self.polls += 1
+        self.failures = 0
+        if self.online is not True:
+            self._set_online(True, None)
+            full = True
+        reported = self._pipeline.process(readings, ts, full)
+        if self.metrics is not None:
+            self.metrics.reported(reported)
+
+    async def _watch_reports(self) -> None:
+        """A device that calls in: offline after ``allowed_failures`` report intervals of silence."""
+        cfg = self.spec.config
+        while True:
+            await asyncio.sleep(cfg.poll_period)
+            if self.online and self.last_seen_ms:
+                silent = (now_ms() - self.last_seen_ms) / 1000
+                if silent > cfg.allowed_failures * cfg.poll_period:
+                    self._set_online(False, f"no report for {silent:.0f} s (expected every {cfg.poll_period:g} s)")
 
     def _set_online(self, online: bool, reason: str | None) -> None:
         changed = online != self.online
@@ -69,80 +321,8 @@ class DeviceRunner:
                 log.info("%s: online", self.spec.id)
             else:
                 log.warning("%s: offline: %s", self.spec.id, reason)
-            self.on_status(self.spec, online, reason)
+            self._on_status(self.spec, online, reason)
 
-    async def run(self) -> None:
-        cfg = self.spec.config
-        backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
-        while True:
-            try:
-                async with self.lock:
-                    await self.driver.connect()
-                backoff.reset()
-                await self._poll_loop()
-            except DriverError as exc:
-                if self.metrics is not None:
-                    self.metrics.read_error(type(exc).__name__)
-                self._set_online(False, f"{type(exc).__name__}: {exc}")
-            except Exception as exc:  # a bug must not stop the device for good, nor the gateway
-                if self.metrics is not None:
-                    self.metrics.read_error("internal")
-                if self.last_error != f"internal error: {exc!r}":  # once per distinct failure, not per retry
-                    log.exception("%s: unexpected error in device task", self.spec.id)
-                self._set_online(False, f"internal error: {exc!r}")
-            try:
-                async with self.lock:
-                    await self.driver.close()
-            except DriverError:
-                pass
-            await asyncio.sleep(backoff.next_delay())
 
-    async def _poll_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = self.spec.config.poll_period
-        deadline = loop.time()
-        next_snapshot = loop.time()
-        first = True
-        while True:
-            full = loop.time() >= next_snapshot
-            if full:
-                next_snapshot = loop.time() + self.snapshot_interval
-            await self.poll(full)
-            if first:  # spread devices over the period: 1,000 polls at one instant queue up as latency
-                first = False
-                deadline += period * (zlib.crc32(self.spec.id.encode()) % 1000) / 1000
-            deadline += period
-            now = loop.time()
-            if deadline <= now:  # fell behind: skip the missed ticks, keep the phase
-                deadline += period * (int((now - deadline) / period) + 1)
-            self._refresh.clear()
-            try:
-                await asyncio.wait_for(self._refresh.wait(), deadline - now)
-            except TimeoutError:
-                pass
-
-    async def poll(self, full: bool = False) -> None:
-        async with self.lock:
-            started = time.perf_counter()
-            readings = await self.driver.read()
-            elapsed = time.perf_counter() - started
-        if self.metrics is not None:
-            self.metrics.polled(elapsed, readings)
-        ts = now_ms()
-        self.last_poll_ms = ts
-        self.polls += 1
-        if self.online is not True:
-            self._set_online(True, None)
-            full = True
-        reported = self.pipeline.process(readings, ts, full)
-        if self.metrics is not None:
-            self.metrics.reported(reported)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "online": bool(self.online),
-            "last_error": self.last_error,
-            "last_poll": self.last_poll_ms,
-            "polls": self.polls,
-        }
-
+class _LinkLost(TransportError):
+    """The driver said its link went down between polls (or a command found it down)."""

@@ -165,7 +165,7 @@ async def test_metrics_move_with_the_device(gateway: GatewayProcess, hub: Hub, s
     reasons = {dict(lab)["reason"] for n, lab in samples(down) if n == "citytwin_device_read_errors_total"}
     assert reasons and reasons <= {"ConnectError", "ConnectionClosed", "RequestTimeout", "TransportError"}, reasons
     report = await health_until(port, 503)
-    assert any(p.startswith(f"device {DEV} silent for") for p in report["problems"]), report
+    assert any(p.startswith(f"device {DEV} offline: ") for p in report["problems"]), report
     status = cli("status", "-c", str(gateway.config))
     assert status.returncode == 1
     assert "NOT HEALTHY" in status.stdout and "OFFLINE" in status.stdout, status.stdout

@@ -118,7 +118,7 @@ def test_twin_delta_merge_patch_and_restore() -> None:
 def test_a_full_snapshot_repeats_pushed_values_too(spec: DeviceSpec) -> None:
     sink, twin = Sink(), Twin("d")
     pipe = DevicePipeline(spec, twin, sink)
-    pipe.push([good("level", 2.5, ts=123), good("pump1_running", True, ts=124)])
+    pipe.process([good("level", 2.5, ts=123), good("pump1_running", True, ts=124)], now=4000)
     # a push-only device: its poll returns nothing, but the periodic snapshot still carries all
     pipe.process([], now=5000, full=True)
     snapshot = sink.reports()[-1]["properties"]

@@ -39,7 +39,6 @@ from citytwin.drivers.coap.payload import (
     encode,
     resolve,
     split_pointer,
-    substitute,
 )
 from citytwin.drivers.errors import (
     BindingError,
@@ -50,6 +49,7 @@ from citytwin.drivers.errors import (
     DriverError,
     RequestTimeout,
 )
+from citytwin.drivers.templates import substitute
 
 log = logging.getLogger("citytwin.drivers.coap")
 

@@ -87,17 +87,3 @@ def build(values: Mapping[tuple[str, ...], Any]) -> Any:
             document = {}
         place(document, tokens, value)
     return document
-
-
-def substitute(template: Any, inputs: Mapping[str, Any]) -> Any:
-    """``template`` with every string ``"$name"`` replaced by ``inputs[name]``."""
-    if isinstance(template, str) and template.startswith("$"):
-        name = template[1:]
-        if name not in inputs:
-            raise BindingError(f"the payload template names {template!r}, which is not an input")
-        return inputs[name]
-    if isinstance(template, dict):
-        return {key: substitute(value, inputs) for key, value in template.items()}
-    if isinstance(template, list):
-        return [substitute(value, inputs) for value in template]
-    return template

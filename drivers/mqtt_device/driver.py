@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import time
 import uuid
@@ -51,11 +50,11 @@ from citytwin.drivers.mqtt_device.pointer import (
     resolve,
     timestamp_ms,
 )
+from citytwin.drivers.templates import substitute
 
 log = logging.getLogger("citytwin.drivers.mqtt")
 
 _ROUTE_CACHE_SIZE = 4096
-_INPUT = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def _now_ms() -> int:
@@ -92,18 +91,6 @@ class _Route:
         elif isinstance(value, dict | list | str) or value is None:
             return Reading(self.point, None, ts, Quality.BAD, f"not a number or boolean: {value!r}")
         return Reading(self.point, value, ts, quality, error)
-
-
-def _fill(template: Any, inputs: Mapping[str, Any]) -> Any:
-    """A fresh copy of ``template`` with every ``"$name"`` string replaced by its input."""
-    if isinstance(template, str):
-        match = _INPUT.match(template)
-        return inputs.get(match[1]) if match else template
-    if isinstance(template, dict):
-        return {key: _fill(value, inputs) for key, value in template.items()}
-    if isinstance(template, list):
-        return [_fill(value, inputs) for value in template]
-    return template
 
 
 class MqttDeviceDriver(Driver, Invokable):
@@ -340,7 +327,7 @@ class MqttDeviceDriver(Driver, Invokable):
             raise BindingError("no command topic: set 'topic' on the call or 'command_topic'")
         reply_topic = call.reply_topic or conn.reply_topic
         timeout = call.timeout or conn.timeout
-        payload = _fill(call.payload, inputs)
+        payload = substitute(call.payload, inputs)
         client = self._require_link()
         cid = uuid.uuid4().hex
         what = f"{what} {topic} (correlation {cid})"

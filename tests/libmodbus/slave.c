@@ -41,6 +41,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/select.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -200,18 +201,39 @@ int main(int argc, char **argv)
     printf("listening %d\n", ntohs(addr.sin_port));
     fflush(stdout);
 
+    /* several clients at once (a gateway and, in tests, a second client that changes values
+       under it, as a failing sensor would), served one request at a time with select() */
+    fd_set clients;
+    FD_ZERO(&clients);
+    FD_SET(server, &clients);
+    int highest = server;
     for (;;) {
-        int client = modbus_tcp_accept(ctx, &server);
-        if (client == -1)
+        fd_set ready = clients;
+        if (select(highest + 1, &ready, NULL, NULL, NULL) == -1)
             continue;
-        for (;;) {
+        for (int fd = 0; fd <= highest; fd++) {
+            if (!FD_ISSET(fd, &ready))
+                continue;
+            if (fd == server) {
+                struct sockaddr_in peer;
+                socklen_t peer_len = sizeof peer;
+                int client = accept(server, (struct sockaddr *)&peer, &peer_len);
+                if (client != -1) {
+                    FD_SET(client, &clients);
+                    if (client > highest)
+                        highest = client;
+                }
+                continue;
+            }
             uint8_t query[MODBUS_TCP_MAX_ADU_LENGTH];
+            modbus_set_socket(ctx, fd);
             int rc = modbus_receive(ctx, query);
-            if (rc > 0)
+            if (rc > 0) {
                 modbus_reply(ctx, query, rc, map);
-            else if (rc == -1)
-                break; /* the client closed, or sent something libmodbus rejects */
+            } else if (rc == -1) {
+                close(fd); /* the client closed, or sent something libmodbus rejects */
+                FD_CLR(fd, &clients);
+            }
         }
-        close(client);
     }
 }
