@@ -64,6 +64,7 @@ class Gateway:
             Limits(box.max_messages, box.max_bytes, box.max_age, box.replay_rate),
             self._on_outbox_drop,
         )
+        self.outbox.on_replayed = self._on_backlog_replayed
         self.hub = HubLink(config.hub, config.gateway.id, self._on_message, self.outbox)
         self.store = TwinStore(Path(config.gateway.data_dir) / "twins.db")
         self.twins: dict[str, Twin] = {}
@@ -211,6 +212,14 @@ class Gateway:
             self._twin_dirty.add(device_id)
 
         return emit
+
+    def _on_backlog_replayed(self, messages: int, seconds: float) -> None:
+        """Tell the hub that what it received flagged ``replay`` since the outage is complete."""
+        self.hub.send(
+            self.hub.topics.gateway_event("backlog_replayed"),
+            {"ts": now_ms(), "type": "info", "output": {"messages": messages, "seconds": round(seconds, 3)}},
+            qos=1,
+        )
 
     def _on_outbox_drop(self, dropped: dict[str, int]) -> None:
         """Announce drops to the hub as a gateway event; live data keeps flowing."""

@@ -90,6 +90,8 @@ class Outbox:
         self.path = path
         self.limits = limits
         self.on_drop = on_drop
+        # told once a session's backlog has been sent: (messages, seconds)
+        self.on_replayed: Callable[[int, float], None] | None = None
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
@@ -433,6 +435,8 @@ class Outbox:
             elapsed = time.monotonic() - self._replay_started
             log.info("backlog replayed: %d message(s) in %.1f s", self._replayed_session, elapsed)
             self._backlog_total = 0
+            if self.on_replayed is not None and self._replayed_session:
+                self.on_replayed(self._replayed_session, elapsed)
 
     def _read_backlog(self, after: int, until: int) -> list[Row]:
         db = self._db
