@@ -37,6 +37,7 @@ from citytwin.gateway.runner import DeviceRunner
 from citytwin.gateway.store import TwinStore
 from citytwin.gateway.tasks import Tasks
 from citytwin.gateway.twins import Twin
+from citytwin.gateway.watchers import Watchers
 
 log = logging.getLogger("citytwin.gateway")
 
@@ -91,6 +92,7 @@ class Gateway:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._stored: dict[str, dict[str, Any]] = {}
         self._reload_lock = asyncio.Lock()
+        self.watchers = Watchers()  # HTTP observers of values and events
         self.drain_timeout = 3.0  # how long shutdown waits for the hub to take what is queued
 
     def _on_message(self, message: Any) -> None:
@@ -203,12 +205,20 @@ class Gateway:
 
         outbox = self.outbox
         qos = self.config.hub.qos
+        watchers = self.watchers
+        hub = self.hub
+        values = self.config.hub.property_topics
 
         def emit(kind: str, payload: dict[str, Any]) -> None:
             if kind == "report":
                 outbox.append(device_id, report_topic, payload, qos, len(payload["properties"]))
+                if values:  # WoT consumers over MQTT: each value bare and retained
+                    for name, entry in payload["properties"].items():
+                        if entry["quality"] != "bad":
+                            hub.send_state(topics.value(device_id, name), orjson.dumps(entry["value"]))
             else:
                 outbox.append(device_id, topics.event(device_id, kind.removeprefix("event:")), payload, 1)
+            watchers.published(device_id, kind, payload)
             self._twin_dirty.add(device_id)
 
         return emit

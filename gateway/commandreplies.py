@@ -31,6 +31,7 @@ class Context:
     user: str | None  # the identity the transport vouches for (MQTT 5 user property, HTTP auth)
     respond: Respond  # where the reply goes (the hub's response topic, an HTTP request)
     reply_to: str | None = None  # recorded with the id, for a reply after a restart
+    authenticated: bool = False  # ``user`` was authenticated by the gateway itself (HTTP)
     correlation: bytes | None = None
     command_id: str | None = None
     operator: str | None = None

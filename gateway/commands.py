@@ -99,7 +99,7 @@ class CommandRelay:
                 self.hub.send(self.hub.topics.replies(device), body, qos=1)
 
         self.submit(Context(incoming.kind, device, incoming.service, message.payload, message.user,
-                            respond, reply_to, correlation))
+                            respond, reply_to=reply_to, correlation=correlation))
 
     def submit(self, ctx: Context) -> None:
         """Queue one command behind the device's earlier ones (any transport: hub, HTTP)."""
@@ -159,7 +159,7 @@ class CommandRelay:
             ctx.command_id = command_id_of(ctx.payload)
             request = parse_request(ctx.kind, ctx.payload)
             ctx.command_id = request.id
-            ctx.operator = self.access.identify(ctx.user, request.operator)
+            ctx.operator = ctx.user if ctx.authenticated else self.access.identify(ctx.user, request.operator)
             runner = self.runners.get(ctx.device)
             if runner is None:
                 raise Rejected("unknown_device", f"no device {ctx.device!r} on this gateway")

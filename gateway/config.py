@@ -87,6 +87,9 @@ class HubSection(Strict):
     snapshot_interval: PositiveSeconds = 60.0
     # messages held in memory while the hub is unreachable; the oldest are dropped beyond it
     queue_limit: Annotated[int, IntRange(100, 10_000_000)] = 100_000
+    # also publish each property's value, retained and bare, on {p}/{gw}/{dev}/values/{name}, so
+    # WoT consumers can read and observe it over MQTT (one more message per changed property)
+    property_topics: bool = False
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -272,14 +275,44 @@ _ANY_DEVICE: Any = Annotated[
 ]
 
 
+class HttpUser(Strict):
+    """One HTTP identity: its secret (the basic-auth password or the bearer token), given in the
+    file or, for tests and labs, inline. It is never logged; the name is the operator name that
+    access grants use."""
+
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> HttpUser:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("needs exactly one of secret, secret_file")
+        return self
+
+    def read_secret(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        assert self.secret_file is not None
+        return self.secret_file.read_text(encoding="utf-8").strip()
+
+
 class HttpSection(Strict):
-    """The operations endpoint: /metrics, /health, /status, POST /reload (docs/operations.md)."""
+    """The HTTP endpoint: operations (/metrics, /health, /status, POST /reload) and every device
+    as a W3C WoT Thing (/things: the Thing Description Directory; docs/wot.md)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback only unless you mean it; /reload answers loopback peers only
     port: Annotated[int, IntRange(0, 65535)] = 9108
     # /health fails when a device has had no successful poll for this long (at least 3 poll periods)
     silent_after: PositiveSeconds = 60.0
+    things: bool = True  # serve /things (TDs, reads, observation, writes and actions)
+    # how WoT consumers identify themselves: none (every request is anonymous: access.anonymous
+    # decides), basic (user name and password) or bearer (a token per user)
+    auth: Literal["none", "basic", "bearer"] = "none"
+    users: dict[str, HttpUser] = {}
+    longpoll_timeout: PositiveSeconds = 30.0  # an observation request waits this long for a change
+    # the host name put into Thing Descriptions (default: host, or 127.0.0.1 for 0.0.0.0)
+    public_host: str | None = None
 
 
 Role = Literal["none", "viewer", "operator", "admin"]

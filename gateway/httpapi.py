@@ -1,23 +1,24 @@
-"""The operations endpoint: ``/metrics``, ``/health``, ``/status`` and ``POST /reload``.
+"""The gateway's HTTP endpoint: operations (``/metrics``, ``/health``, ``/status``, ``POST
+/reload``) and, in ``gateway/wotapi.py``, every device as a W3C WoT Thing under ``/things``.
 
-A few lines of HTTP/1.1 on ``asyncio.start_server`` are all four routes need (one request
-per connection, bodies ignored), so the gateway carries no web framework. Nothing here blocks
-the loop: the metrics text is rendered from in-memory state and procfs, and a reload parses
-the config file on a worker thread. Observability must never stop the data path, so a port
-that cannot be bound is logged and retried in the background instead of failing the start.
-``/reload`` answers loopback peers only, whatever address the server listens on.
+It runs on aiohttp's server inside the gateway's own event loop (docs/wot.md says why
+aiohttp): no thread, no signal handlers of its own, and handlers that never block the loop
+(the metrics text is rendered from in-memory state and procfs; a reload parses the config on
+a worker thread). Observability must never stop the data path, so a port that cannot be bound
+is logged and retried in the background instead of failing the start. ``/reload`` answers
+loopback peers only, whatever address the server listens on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from citytwin.gateway.config import HttpSection
@@ -28,11 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("citytwin.http")
 
 RETRY_BIND = 10.0  # s between attempts to bind a port that is taken
-READ_TIMEOUT = 10.0  # s for a client to send its request head
-MAX_HEAD = 16 * 1024
-REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Content",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+MAX_BODY = 256 * 1024  # a write or an action carries a small JSON document
 
 
 def now_ms() -> int:
@@ -99,25 +96,48 @@ class HttpApi:
         self.gateway = gateway
         self.section = section
         self.port: int | None = None  # the bound port (useful with port 0)
-        self._server: asyncio.Server | None = None
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/status", self._status)
+        self.app.router.add_post("/reload", self._reload)
+        if section.things:
+            from citytwin.gateway.wotapi import WotApi
+
+            self.wot: WotApi | None = WotApi(gateway, section, self)
+            self.wot.register(self.app.router)
+        else:
+            self.wot = None
+        self._runner: web.AppRunner | None = None
         self._retry: asyncio.Task[None] | None = None
 
+    @property
+    def base_url(self) -> str:
+        host = self.section.public_host or (
+            "127.0.0.1" if self.section.host in ("0.0.0.0", "::", "") else self.section.host)
+        return f"http://{host}:{self.port or self.section.port}"
+
     async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
         if not await self._bind(first=True):
-            self._retry = asyncio.create_task(self._keep_binding(), name="http-bind")
+            self._retry = self.gateway.tasks.spawn(self._keep_binding(), "http-bind")
 
     async def _bind(self, first: bool) -> bool:
+        assert self._runner is not None
+        site = web.TCPSite(self._runner, self.section.host, self.section.port, shutdown_timeout=1.0)
         try:
-            self._server = await asyncio.start_server(
-                self._serve, self.section.host, self.section.port, limit=MAX_HEAD
-            )
+            await site.start()
         except OSError as exc:
             if first:
                 log.error("cannot listen on %s:%d (%s); /metrics and /health unavailable, retrying every %.0f s",
                           self.section.host, self.section.port, exc, RETRY_BIND)
             return False
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("operations endpoint on http://%s:%d (/metrics /health /status)", self.section.host, self.port)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.section.port
+        things = " /things" if self.wot is not None else ""
+        log.info("HTTP endpoint on http://%s:%d (/metrics /health /status%s)", self.section.host, self.port, things)
         return True
 
     async def _keep_binding(self) -> None:
@@ -128,80 +148,40 @@ class HttpApi:
 
     async def close(self) -> None:
         if self._retry is not None:
-            self._retry.cancel()
-            await asyncio.gather(self._retry, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            await self.gateway.tasks.cancel([self._retry])
+        if self._runner is not None:
+            await self._runner.cleanup()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                method, path = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT)
-            except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                await _respond(writer, 400, b"bad request\n", "text/plain")
-                return
-            code, body, ctype = await self._route(method, path, writer.get_extra_info("peername"))
-            await _respond(writer, code, body, ctype, head_only=method == "HEAD")
-        except ConnectionError:
-            pass
-        except Exception:  # a bug here must not take the endpoint down
-            log.exception("operations endpoint: error while answering")
-            with contextlib.suppress(Exception):
-                await _respond(writer, 500, b"internal error\n", "text/plain")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    # -- operations ------------------------------------------------------------------------
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.gateway.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
-    async def _route(self, method: str, path: str, peer: Any) -> tuple[int, bytes, str]:
-        path = path.split("?", 1)[0]
-        routes = {"/metrics": ("GET", "HEAD"), "/health": ("GET", "HEAD"), "/status": ("GET", "HEAD"),
-                  "/reload": ("POST",)}
-        if path not in routes:
-            return 404, b"not found: try /metrics, /health, /status\n", "text/plain"
-        if method not in routes[path]:
-            return 405, f"{path} takes {' or '.join(routes[path])}\n".encode(), "text/plain"
-        if path == "/metrics":
-            return 200, generate_latest(self.gateway.metrics.registry), CONTENT_TYPE_LATEST
-        if path == "/health":
-            report = health(self.gateway)
-            return (200 if report["healthy"] else 503), _json(report), "application/json"
-        if path == "/status":
-            return 200, _json(status(self.gateway)), "application/json"
-        if not _is_loopback(peer):
-            return 403, _json({"error": "reload is accepted from loopback only"}), "application/json"
+    async def _health(self, request: web.Request) -> web.Response:
+        report = health(self.gateway)
+        return json_response(report, 200 if report["healthy"] else 503)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return json_response(status(self.gateway))
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        if not _is_loopback(request.remote):
+            return json_response({"error": "reload is accepted from loopback only"}, 403)
         result = await self.gateway.reload()
-        code = {"applied": 200, "refused": 422}.get(result["result"], 409)
-        return code, _json(result), "application/json"
+        return json_response(result, {"applied": 200, "refused": 422}.get(result["result"], 409))
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str]:
-    line = (await reader.readuntil(b"\r\n")).decode("latin-1").strip()
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise ValueError(line)
-    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # headers: none are needed
-        pass
-    return parts[0].upper(), parts[1]
+def json_response(doc: Any, code: int = 200, content_type: str = "application/json",
+                  headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    return web.Response(body=body, status=code,
+                        headers={"Content-Type": content_type, "Cache-Control": "no-store", **(headers or {})})
 
 
-async def _respond(writer: asyncio.StreamWriter, code: int, body: bytes, ctype: str, head_only: bool = False) -> None:
-    head = (f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n")
-    writer.write(head.encode("latin-1") + (b"" if head_only else body))
-    await writer.drain()
-
-
-def _json(doc: Any) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
-
-
-def _is_loopback(peer: Any) -> bool:
+def _is_loopback(peer: str | None) -> bool:
     try:
-        address = ipaddress.ip_address(peer[0])
-    except (TypeError, ValueError, IndexError):
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback

@@ -31,6 +31,10 @@ class Topics:
     def event(self, device: str, event: str) -> str:
         return f"{self.base}/{device}/events/{event}"
 
+    def value(self, device: str, prop: str) -> str:
+        """One property's current value, bare and retained (with ``hub.property_topics``)."""
+        return f"{self.base}/{device}/values/{prop}"
+
     def twin(self, device: str) -> str:
         return f"{self.base}/{device}/twin"
 
