@@ -45,6 +45,6 @@ def prepare_file(path: str | Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]
                 setattr(tls, name, (base / value).resolve())
     for spec in specs.values():
         # each driver places its own files (OPC UA's pki_dir) under the data directory
-        prepare = binding_models(spec.config.driver).prepare
-        spec.config.connection = prepare(spec.config.connection, config.gateway.data_dir, spec.id)
+        place_files = binding_models(spec.config.driver).prepare
+        spec.config.connection = place_files(spec.config.connection, config.gateway.data_dir, spec.id)
     return config, specs
