@@ -13,9 +13,9 @@ capabilities ``call`` (callable operations) and ``discover`` (browse a device by
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from pydantic import BaseModel
 
@@ -103,7 +103,7 @@ class Discoverer(NamedTuple):
     """
 
     schemes: tuple[str, ...]
-    run: Callable[[str, float], Awaitable[str]]
+    run: Callable[[str, float], Coroutine[Any, Any, str]]
 
 
 def _never(point: BaseModel) -> bool:
@@ -149,7 +149,7 @@ class BindingModels(NamedTuple):
     discover: Discoverer | None = None
 
 
-def _lazy_discover(target: str, install: str) -> Callable[[str, float], Awaitable[str]]:
+def _lazy_discover(target: str, install: str) -> Callable[[str, float], Coroutine[Any, Any, str]]:
     """``module:function`` imported on first use, with the install hint when it is missing."""
 
     async def run(url: str, timeout: float) -> str:
