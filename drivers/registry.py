@@ -70,7 +70,7 @@ def _num(value: float) -> str:
     return f"{value:.10g}"
 
 
-def article(kind: Kind) -> str:
+def kind_with_article(kind: Kind) -> str:
     """``an int``, ``a float``: a kind with its article, for findings' messages."""
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 

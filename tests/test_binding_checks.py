@@ -14,20 +14,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import free_port
 from opcua_peers import eventually
+from pydantic import BaseModel
 
 from citytwin.drivers.errors import ConnectError
+from citytwin.drivers.modbus.binding import ModbusPoint
+from citytwin.drivers.mqtt_device.binding import MqttCall, MqttPoint
 from citytwin.drivers.opcua import security
-from citytwin.drivers.opcua.binding import OpcUaConnection
-from citytwin.drivers.registry import DRIVER_NAMES, binding_models, discover_schemes, discoverer
+from citytwin.drivers.opcua.binding import OpcUaConnection, OpcUaPoint
+from citytwin.drivers.registry import PropertyUse, binding_models, discover_schemes, discoverer
 from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.cli.bindingcheck import BINDING_RULES
 from citytwin.gateway.cli.main import main
 from citytwin.simulators.intersection.server import IntersectionSimulator
+from citytwin.thingmodels.types import DataType, Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "deploy" / "examples"
@@ -144,23 +149,37 @@ def test_a_seeded_bad_binding_gives_its_rule_at_file_line(
     assert {f.rsplit("[", 1)[-1].rstrip("]") for f in findings} <= set(BINDING_RULES)
 
 
-def test_a_service_input_into_an_opcua_point_is_checked_by_the_driver(tmp_path: Path) -> None:
-    # a service writing its input into a typed node: the driver's hook sees the input's type
-    models = binding_models("opcua")
-    from citytwin.drivers.opcua.binding import OpcUaPoint
-    from citytwin.drivers.registry import PropertyUse
-    from citytwin.thingmodels.types import DataType, Kind
-
-    point = OpcUaPoint(node="ns=1;s=Plan", type="Byte", writable=True)
-    use = PropertyUse(DataType(Kind.INT, min=0, max=1000), writable=False, readable=False)
-    assert [(f.rule, f.path) for f in models.check(point, use)] == [("binding-range", ("type",))]
-    assert models.check(point, PropertyUse(DataType(Kind.INT, min=0, max=200), writable=True)) == []
+def _findings(driver: str, point: BaseModel, kind: Kind, **use: Any) -> list[tuple[str, tuple[str | int, ...]]]:
+    data_type = DataType(kind, min=use.pop("min", None), max=use.pop("max", None), names=use.pop("names", {}))
+    return [(f.rule, f.path) for f in binding_models(driver).check(point, PropertyUse(data_type, **use))]
 
 
-def test_every_driver_has_a_check_and_a_prepare_hook() -> None:
-    for name in DRIVER_NAMES:
-        models = binding_models(name)
-        assert callable(models.check) and callable(models.prepare)
+def test_the_three_modbus_drivers_share_one_check() -> None:
+    point = ModbusPoint(table="input_register", address=0)
+    for driver in ("modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"):
+        assert _findings(driver, point, Kind.INT, min=0, max=10, writable=True) == [("binding-writable", ("table",))]
+        assert _findings(driver, point, Kind.INT, min=0, max=10) == []
+
+
+def test_opcua_checks_the_declared_type_against_the_model() -> None:
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Name", type="String"), Kind.TEXT) == []
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Name", type="Int32"), Kind.TEXT) == [("binding-type", ("type",))]
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Count", type="String"), Kind.INT) == [("binding-type", ("type",))]
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Count", type="Double"), Kind.INT) == [("binding-type", ("type",))]
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Count", type="Double"), Kind.INT, scale=0.1) == []
+    assert _findings("opcua", OpcUaPoint(node="ns=1;s=Any"), Kind.INT, min=0, max=10**12) == []  # untyped
+    # a service input written into a typed node: only the input's range matters
+    plan = OpcUaPoint(node="ns=1;s=Plan", type="Byte", writable=True)
+    assert _findings("opcua", plan, Kind.INT, min=0, max=1000, readable=False) == [("binding-range", ("type",))]
+    assert _findings("opcua", plan, Kind.ENUM, names={0: "a", 300: "b"}) == [("binding-range", ("type",))]
+
+
+def test_mqtt_checks_readability_and_enum_maps() -> None:
+    write_only = MqttPoint(set=MqttCall(payload={"v": "$value"}))
+    assert _findings("mqtt", write_only, Kind.INT, writable=True) == [("binding-readable", ())]
+    assert _findings("mqtt", write_only, Kind.INT, writable=True, readable=False) == []
+    mapped = MqttPoint(topic="t", map={"auto": 0, "manual": 7})
+    assert _findings("mqtt", mapped, Kind.ENUM, names={0: "auto", 1: "manual"}) == [("binding-range", ("map", "manual"))]
 
 
 def test_prepare_puts_opcua_pki_under_the_data_dir_of_its_device(tmp_path: Path) -> None:
@@ -194,16 +213,17 @@ def test_discover_refuses_an_unknown_scheme_naming_the_supported_ones(capsys: py
 
 async def test_discover_dispatches_by_scheme_to_the_opcua_browser() -> None:
     async with IntersectionSimulator(port=free_port()) as sim:
-        for url in (sim.url, sim.url.replace("opc.tcp://", "opcua://")):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "citytwin.gateway.cli", "discover", url, "--timeout", "5",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            assert proc.returncode == 0, err.decode()
-            doc = yaml.safe_load(out)
-            assert doc["driver"] == "opcua" and doc["connection"]["url"] == sim.url
-            assert doc["points"]["controller_green_extension"]["writable"] is True
+        url = sim.url.replace("opc.tcp://", "opcua://")
+        assert discoverer(url).schemes == discoverer(sim.url).schemes == ("opcua", "opc.tcp")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "citytwin.gateway.cli", "discover", url, "--timeout", "5",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    doc = yaml.safe_load(out)
+    assert doc["driver"] == "opcua" and doc["connection"]["url"] == sim.url
+    assert doc["points"]["controller_green_extension"]["writable"] is True
 
 
 @pytest.mark.timeout(30)  # a trust check on the loop would wait on the pipe forever

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from citytwin.drivers.modbus.binding import ModbusPoint
 from citytwin.drivers.modbus.codec import BIT_TABLES, WRITABLE_TABLES
-from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, article
+from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, kind_with_article
 from citytwin.thingmodels.types import Kind
 
 RAW_RANGE: Final[dict[str, tuple[float, float]]] = {
@@ -40,18 +40,18 @@ def check_point(point: BaseModel, use: PropertyUse) -> list[BindingFinding]:
         ))
     if kind in NUMERIC and point.table in BIT_TABLES:
         found.append(BindingFinding(
-            "binding-type", f"{article(kind)} value cannot be held in a {point.table} (one bit)", ("table",)
+            "binding-type", f"{kind_with_article(kind)} value cannot be held in a {point.table} (one bit)", ("table",)
         ))
         return found
     if kind is Kind.TEXT and point.type != "string":
         found.append(BindingFinding("binding-type", f"a text value needs a string point, not {point.type}", ("type",)))
         return found
     if kind is not Kind.TEXT and point.type == "string":
-        found.append(BindingFinding("binding-type", f"{article(kind)} value cannot be held in a string", ("type",)))
+        found.append(BindingFinding("binding-type", f"{kind_with_article(kind)} value cannot be held in a string", ("type",)))
         return found
     if kind in (Kind.INT, Kind.ENUM) and point.type in ("float32", "float64") and use.scale == 1.0:
         found.append(BindingFinding(
-            "binding-type", f"{article(kind)} value is held in a {point.type} register; use an integer type", ("type",)
+            "binding-type", f"{kind_with_article(kind)} value is held in a {point.type} register; use an integer type", ("type",)
         ))
     raw = RAW_RANGE.get(point.type)
     problem = use.range_problem(point.type, *raw) if raw is not None else None

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from citytwin.drivers.mqtt_device.binding import MqttPoint
-from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, article
+from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, kind_with_article
 from citytwin.thingmodels.types import Kind
 
 
@@ -39,7 +39,7 @@ def _map_problem(value: Any, use: PropertyUse) -> tuple[str, str] | None:
     else:
         return None
     if not ok:
-        return "binding-type", f"maps to {value!r}, which is not {article(kind)} value"
+        return "binding-type", f"maps to {value!r}, which is not {kind_with_article(kind)} value"
     if kind is Kind.ENUM and dt.names:
         scaled = value * use.scale + use.offset
         if scaled not in dt.names:

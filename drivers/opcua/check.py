@@ -15,7 +15,7 @@ from typing import Final
 from pydantic import BaseModel
 
 from citytwin.drivers.opcua.binding import INTEGER_TYPES, OpcUaPoint
-from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, article
+from citytwin.drivers.registry import NUMERIC, BindingFinding, PropertyUse, kind_with_article
 from citytwin.thingmodels.types import Kind
 
 RAW_RANGE: Final[dict[str, tuple[float, float]]] = {
@@ -55,12 +55,12 @@ def check_point(point: BaseModel, use: PropertyUse) -> list[BindingFinding]:
         wanted = frozenset({"String"})
     if wanted is not None and declared not in wanted:
         found.append(BindingFinding(
-            "binding-type", f"{article(kind)} value cannot be carried by a {declared} node", ("type",)
+            "binding-type", f"{kind_with_article(kind)} value cannot be carried by a {declared} node", ("type",)
         ))
         return found
     if kind in (Kind.INT, Kind.ENUM) and declared in ("Float", "Double") and use.scale == 1.0:
         found.append(BindingFinding(
-            "binding-type", f"{article(kind)} value is carried by a {declared} node; use an integer type", ("type",)
+            "binding-type", f"{kind_with_article(kind)} value is carried by a {declared} node; use an integer type", ("type",)
         ))
     raw = RAW_RANGE.get(declared)
     problem = use.range_problem(declared, *raw) if raw is not None else None
