@@ -3,22 +3,119 @@
 The gateway validates a config with ``binding_models(name)`` (pydantic only) and creates
 drivers with ``create_driver``; only the latter imports the protocol library, so loading
 or checking a config never pays for (or requires) pymodbus and friends.
+
+Besides the core (connection and point models, a factory), an entry carries hooks that keep
+protocol knowledge here rather than in the gateway: ``check`` (does a point fit what the
+thing model asks of it), ``prepare`` (where the driver's own files go) and the optional
+capabilities ``call`` (callable operations) and ``discover`` (browse a device by URL).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
-from typing import NamedTuple, cast
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, cast
 
 from pydantic import BaseModel
 
 from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import BindingError
+from citytwin.thingmodels.types import DataType, Kind
+
+NUMERIC: frozenset[Kind] = frozenset({Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE})
+"""Kinds whose values are numbers on the wire (an enum is its integer value)."""
+
+
+class PropertyUse(NamedTuple):
+    """What the thing model asks of one point, as plain data for a driver's ``check`` hook.
+
+    The point must carry values of ``data_type`` once the gateway has applied
+    ``raw * scale + offset``; take writes when ``writable``; and be readable unless the
+    model marks the property write-only. A service input written into a point is a use
+    too, with ``writable`` and ``readable`` False: whether that point takes writes the
+    gateway checks itself, and the input is never read back.
+    """
+
+    data_type: DataType
+    writable: bool = False
+    readable: bool = True
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def kind(self) -> Kind:
+        return self.data_type.type
+
+    def range_problem(self, raw_type: str, low: float, high: float) -> str | None:
+        """Why raw values ``low..high`` of ``raw_type`` cannot carry the model's range (or
+        enum values) after scale and offset; None when they can, or nothing is declared."""
+        dt = self.data_type
+        if dt.type not in NUMERIC:
+            return None
+        ends = (low * self.scale + self.offset, high * self.scale + self.offset)
+        lo, hi = min(ends), max(ends)
+        wanted = [v for v in (dt.min, dt.max) if v is not None] or list(dt.names)
+        if not wanted or (lo <= min(wanted) and max(wanted) <= hi):
+            return None
+        span = f"{_num(min(wanted))}..{_num(max(wanted))}"
+        transform = (
+            "" if (self.scale, self.offset) == (1.0, 0.0)
+            else f" with scale {_num(self.scale)} and offset {_num(self.offset)}"
+        )
+        return f"range {span} does not fit {raw_type}{transform} ({_num(lo)}..{_num(hi)})"
+
+
+def _num(value: float) -> str:
+    return f"{value:.10g}"
+
+
+def kind_with_article(kind: Kind) -> str:
+    """``an int``, ``a float``: a kind with its article, for findings' messages."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+class BindingFinding(NamedTuple):
+    """One way a point binding does not fit its property, from a driver's ``check`` hook.
+
+    ``rule`` is a check-binding rule id (``binding-type``, ``binding-range``,
+    ``binding-writable``, ``binding-readable``, ``binding-write-value``: see
+    docs/drivers.md); ``message`` says what is wrong without naming the property (the
+    caller does); ``path`` is the offending field relative to the point, e.g. ``("table",)``
+    or ``("set", "payload")`` (empty: the point as a whole, or a field it lacks).
+    """
+
+    rule: str
+    message: str
+    path: tuple[str | int, ...] = ()
+
+
+Check = Callable[[BaseModel, PropertyUse], list[BindingFinding]]
+Prepare = Callable[[BaseModel, Path, str], BaseModel]
+
+
+class Discoverer(NamedTuple):
+    """A driver's optional ``discover`` capability: browse a device, print a binding.
+
+    ``schemes`` are the URL schemes it answers (``opcua``, ``opc.tcp``); ``run(url,
+    timeout)`` returns a starting device binding as YAML text and imports its protocol
+    library only when called.
+    """
+
+    schemes: tuple[str, ...]
+    run: Callable[[str, float], Coroutine[Any, Any, str]]
 
 
 def _never(point: BaseModel) -> bool:
     return False
+
+
+def _fits(point: BaseModel, use: PropertyUse) -> list[BindingFinding]:
+    return []
+
+
+def _as_is(connection: BaseModel, data_dir: Path, device_id: str) -> BaseModel:
+    return connection
 
 
 class BindingModels(NamedTuple):
@@ -32,6 +129,12 @@ class BindingModels(NamedTuple):
     value is rounded before it is written); ``float32(point)`` whether the raw value is a
     single-precision float (reported to 7 significant digits); ``text(point)`` whether the
     raw value is a string (so a thing model's ``text`` property may bind to it).
+
+    ``check(point, use)`` returns every way ``point`` cannot serve ``use`` (default: none);
+    ``prepare(connection, data_dir, device_id)`` returns the connection with the driver's
+    own files placed under ``data_dir/device_id`` (default: unchanged; it only computes
+    paths, so ``config check`` creates nothing); ``discover`` is the optional browse
+    capability (None: the driver cannot discover).
     """
 
     connection: type[BaseModel]
@@ -41,7 +144,23 @@ class BindingModels(NamedTuple):
     integer_raw: Callable[[BaseModel], bool] = _never
     float32: Callable[[BaseModel], bool] = _never
     text: Callable[[BaseModel], bool] = _never
+    check: Check = _fits
+    prepare: Prepare = _as_is
+    discover: Discoverer | None = None
 
+
+def _lazy_discover(target: str, install: str) -> Callable[[str, float], Coroutine[Any, Any, str]]:
+    """``module:function`` imported on first use, with the install hint when it is missing."""
+
+    async def run(url: str, timeout: float) -> str:
+        module, name = target.split(":")
+        try:
+            function = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as exc:
+            raise ImportError(f"discover needs {exc.name}: pip install {install}") from exc
+        return cast(str, await function(url, timeout))
+
+    return run
 
 
 def _build(
@@ -72,6 +191,7 @@ def _build(
 
 def _modbus_tcp_models() -> BindingModels:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+    from citytwin.drivers.modbus.check import check_point
     from citytwin.drivers.modbus.codec import WRITABLE_TABLES
 
     def writable(point: BaseModel) -> bool:
@@ -89,7 +209,7 @@ def _modbus_tcp_models() -> BindingModels:
         return isinstance(point, ModbusPoint) and point.type == "string"
 
     return BindingModels(
-        ModbusTcpConnection, ModbusPoint, None, writable, integer_raw, float32, text
+        ModbusTcpConnection, ModbusPoint, None, writable, integer_raw, float32, text, check_point
     )
 
 
@@ -136,11 +256,12 @@ def _modbus_rtu_over_tcp_driver(connection: BaseModel, points: Mapping[str, Base
 
 def _mqtt_models() -> BindingModels:
     from citytwin.drivers.mqtt_device.binding import MqttCall, MqttConnection, MqttPoint
+    from citytwin.drivers.mqtt_device.check import check_point
 
     def writable(point: BaseModel) -> bool:
         return isinstance(point, MqttPoint) and point.set is not None
 
-    return BindingModels(MqttConnection, MqttPoint, MqttCall, writable)
+    return BindingModels(MqttConnection, MqttPoint, MqttCall, writable, check=check_point)
 
 
 def _mqtt_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
@@ -154,11 +275,12 @@ def _mqtt_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driv
 
 def _coap_models() -> BindingModels:
     from citytwin.drivers.coap.binding import CoapCall, CoapConnection, CoapPoint
+    from citytwin.drivers.coap.check import check_point
 
     def writable(point: BaseModel) -> bool:
         return isinstance(point, CoapPoint) and point.writable
 
-    return BindingModels(CoapConnection, CoapPoint, CoapCall, writable)
+    return BindingModels(CoapConnection, CoapPoint, CoapCall, writable, check=check_point)
 
 
 def _coap_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
@@ -171,7 +293,14 @@ def _coap_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driv
 
 
 def _opcua_models() -> BindingModels:
-    from citytwin.drivers.opcua.binding import INTEGER_TYPES, OpcUaCall, OpcUaConnection, OpcUaPoint
+    from citytwin.drivers.opcua.binding import (
+        INTEGER_TYPES,
+        OpcUaCall,
+        OpcUaConnection,
+        OpcUaPoint,
+        prepare,
+    )
+    from citytwin.drivers.opcua.check import check_point
 
     def writable(point: BaseModel) -> bool:
         return isinstance(point, OpcUaPoint) and point.writable
@@ -182,7 +311,17 @@ def _opcua_models() -> BindingModels:
     def float32(point: BaseModel) -> bool:
         return isinstance(point, OpcUaPoint) and point.type == "Float"
 
-    return BindingModels(OpcUaConnection, OpcUaPoint, OpcUaCall, writable, integer_raw, float32)
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, OpcUaPoint) and point.type == "String"
+
+    return BindingModels(
+        OpcUaConnection, OpcUaPoint, OpcUaCall, writable, integer_raw, float32, text,
+        check=check_point, prepare=prepare,
+        discover=Discoverer(
+            ("opcua", "opc.tcp"),
+            _lazy_discover("citytwin.drivers.opcua.discover:discover_opcua", "'asyncua>=2.1,<2.2'"),
+        ),
+    )
 
 
 def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
@@ -221,3 +360,25 @@ def binding_models(name: str) -> BindingModels:
 def create_driver(name: str, connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
     """A new, unconnected driver ``name`` for one device and its validated point bindings."""
     return _entry(name)[1](connection, points)
+
+
+def discover_schemes() -> dict[str, str]:
+    """URL scheme to the driver that discovers devices behind it, for every driver that can."""
+    schemes: dict[str, str] = {}
+    for name in DRIVER_NAMES:
+        discover = binding_models(name).discover
+        for scheme in discover.schemes if discover is not None else ():
+            schemes.setdefault(scheme, name)
+    return schemes
+
+
+def discoverer(url: str) -> Discoverer:
+    """The discover capability for ``url``'s scheme; LookupError names the schemes known."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    schemes = discover_schemes()
+    if scheme not in schemes:
+        known = ", ".join(f"{s}://" for s in schemes)
+        raise LookupError(f"unsupported URL {url!r}; supported schemes: {known}")
+    discover = binding_models(schemes[scheme]).discover
+    assert discover is not None
+    return discover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from citytwin.drivers.registry import binding_models
 from citytwin.gateway.config import (
     ConfigError,
     ConfigIssue,
@@ -43,8 +44,7 @@ def prepare_file(path: str | Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]
             if value is not None and not value.is_absolute():
                 setattr(tls, name, (base / value).resolve())
     for spec in specs.values():
-        # a driver's own key material (e.g. OPC UA's pki_dir) lives in the data directory
-        pki = getattr(spec.config.connection, "pki_dir", None)
-        if isinstance(pki, Path) and not pki.is_absolute():
-            spec.config.connection.pki_dir = config.gateway.data_dir / spec.id / pki
+        # each driver places its own files (OPC UA's pki_dir) under the data directory
+        place_files = binding_models(spec.config.driver).prepare
+        spec.config.connection = place_files(spec.config.connection, config.gateway.data_dir, spec.id)
     return config, specs

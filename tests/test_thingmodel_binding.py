@@ -96,3 +96,14 @@ def test_config_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixt
     path.write_text("gateway: {id: x\n")
     code, out = run(capsys, "model", "check-binding", str(path))
     assert code == 1 and "[config]" in out
+
+
+def test_what_the_gateway_refuses_is_classified_by_rule(tmp_path: Path) -> None:
+    path = _broken(
+        tmp_path,
+        ("pump1_run_cmd:     {table: coil, address: 0}", "pump1_run_cmd:     {table: discrete_input, address: 0}"),
+        ('writes: [{point: "pump{pump}_run_cmd", value: false}]', "call: {method: stop}"),
+    )
+    found = [(f.rule, f.pointer) for f in check_binding_text(path.read_text(), str(path), path.parent)]
+    assert ("binding-writable", "/devices/0/outputs/pump1_run_cmd") in found
+    assert ("binding-call", "/devices/0/services/stop_pump/call") in found

@@ -114,6 +114,19 @@ class OpcUaPoint(BaseModel):
         return self
 
 
+def prepare(connection: BaseModel, data_dir: Path, device_id: str) -> BaseModel:
+    """The registry's ``prepare`` hook: a relative ``pki_dir`` lives in ``data_dir/device_id/``.
+
+    The gateway's key and trust list are its own state, like the twins, so they go where the
+    operator keeps state (and two devices never share one trust list by accident). Only the
+    path is computed: the directories and the certificate are made when the driver connects,
+    so ``config check`` creates nothing.
+    """
+    if not isinstance(connection, OpcUaConnection) or connection.pki_dir.is_absolute():
+        return connection
+    return connection.model_copy(update={"pki_dir": data_dir / device_id / connection.pki_dir})
+
+
 class CallInput(BaseModel):
     """One input argument, in the method's order: the service input it takes, and its type."""
 

@@ -153,7 +153,7 @@ class OpcUaDriver(Driver, Invokable):
         server_cert = security.first_certificate(endpoint.ServerCertificate or b"")
         if not server_cert:
             raise ConnectError(f"{self._peer} sent no certificate with its secured endpoint")
-        security.check_trusted(conn, server_cert)
+        await security.check_trusted(conn, server_cert)
         await client.set_security(policy, str(own.cert), str(own.key), server_certificate=server_cert, mode=mode)
 
     def _refusal(self, exc: UaStatusCodeError) -> str:

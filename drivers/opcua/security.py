@@ -97,7 +97,8 @@ async def own_certificate(conn: OpcUaConnection) -> OwnCertificate:
 
 def _trusted(conn: OpcUaConnection) -> set[str]:
     prints: set[str] = set()
-    paths = sorted((conn.pki_dir / "trusted").glob("*"))
+    # regular files only: a stray directory or pipe in trusted/ must not stall the check
+    paths = sorted(p for p in (conn.pki_dir / "trusted").glob("*") if p.is_file())
     if conn.server_certificate is not None:
         paths.append(conn.server_certificate)
     for path in paths:
@@ -107,8 +108,7 @@ def _trusted(conn: OpcUaConnection) -> set[str]:
     return prints
 
 
-def check_trusted(conn: OpcUaConnection, der: bytes) -> None:
-    """Raises ConnectError naming the certificate and how to trust it; keeps it in rejected/."""
+def _check_trusted_sync(conn: OpcUaConnection, der: bytes) -> None:
     if thumbprint(der) in _trusted(conn):
         return
     rejected = conn.pki_dir / "rejected" / f"{thumbprint(der)[:16]}.der"
@@ -122,6 +122,15 @@ def check_trusted(conn: OpcUaConnection, der: bytes) -> None:
         f"not trusted; to trust it, move {rejected} into {conn.pki_dir / 'trusted'}/ "
         "(or name it in connection.server_certificate)"
     )
+
+
+async def check_trusted(conn: OpcUaConnection, der: bytes) -> None:
+    """Raises ConnectError naming the certificate and how to trust it; keeps it in rejected/.
+
+    The trust list is read (and a refused certificate written) in a worker thread: a slow
+    disk or a large trusted/ must not stall the event loop every other device shares.
+    """
+    await asyncio.to_thread(_check_trusted_sync, conn, der)
 
 
 async def server_endpoint(conn: OpcUaConnection, mode: ua.MessageSecurityMode, policy_uri: str) -> ua.EndpointDescription:

@@ -129,17 +129,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    url: str = args.url
-    if not url.startswith(("opcua://", "opc.tcp://")):
-        print(f"citytwin discover: unsupported URL {url!r}; use opcua://HOST:PORT", file=sys.stderr)
-        return 2
+    """Browse a device with the discoverer its URL scheme names in the driver registry."""
     from citytwin.drivers.errors import DriverError
-    from citytwin.drivers.opcua.discover import discover_opcua
+    from citytwin.drivers.registry import discoverer
 
+    url: str = args.url
     try:
-        print(_run_async(discover_opcua(url, args.timeout)), end="")
-    except (DriverError, OSError, TimeoutError) as exc:
+        discover = discoverer(url)
+    except LookupError as exc:
+        print(f"citytwin discover: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(_run_async(discover.run(url, args.timeout)), end="")
+    except (DriverError, OSError, TimeoutError, ValueError) as exc:
         print(f"citytwin discover: {url}: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:
+        print(f"citytwin discover: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -167,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
 
     discover = sub.add_parser("discover", help="browse a device and print a starting binding")
-    discover.add_argument("url", help="opcua://HOST:PORT[/PATH]")
+    discover.add_argument("url", help="a device URL whose scheme a driver discovers, e.g. opcua://HOST:PORT[/PATH]")
     discover.add_argument("--timeout", type=float, default=5.0)
     discover.set_defaults(func=cmd_discover)
 
