@@ -118,14 +118,14 @@ class HttpApi:
         return f"http://{host}:{self.port or self.section.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         if not await self._bind(first=True):
             self._retry = self.gateway.tasks.spawn(self._keep_binding(), "http-bind")
 
     async def _bind(self, first: bool) -> bool:
         assert self._runner is not None
-        site = web.TCPSite(self._runner, self.section.host, self.section.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.section.host, self.section.port)
         try:
             await site.start()
         except OSError as exc:

@@ -65,7 +65,14 @@ def _print_config_error(exc: ConfigError) -> int:
     return 2
 
 
+def _exit_cleanly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # a stop requested while the modules load (seconds on a slow box) is a clean stop too: nothing
+    # has started yet; once the loop runs, its own handlers take over and shut down in order
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     from citytwin.gateway.app import Gateway
     from citytwin.gateway.bootstrap import prepare_file
 
