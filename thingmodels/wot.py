@@ -61,9 +61,10 @@ def to_tm(model: ThingModel) -> tuple[dict[str, Any], list[Loss]]:
     doc = _thing(model, losses, None)
     doc["@type"] = ["tm:ThingModel", *_sem(model.ext)]
     doc["version"] = {"model": model.profile.version or "1.0"}
-    required = [f"#/{section}/{key}" for section, key in _required(model)]
-    if required:
-        doc["tm:required"] = required
+    # TD 1.1 §10: every affordance of a TM is mandatory unless tm:optional names it
+    optional = [f"/{section}/{key}" for section, key in _features(model) if (section, key) not in _required(model)]
+    if optional:
+        doc["tm:optional"] = optional
     return doc, losses
 
 
@@ -86,6 +87,11 @@ def to_td(model: ThingModel, binding: HubBinding) -> tuple[dict[str, Any], list[
     for section, key in _required(model):
         losses.append(Loss(f"/{section}/{key}", "TSL 'required' (standard feature) has no TD term"))
     return doc, losses
+
+
+def _features(model: ThingModel) -> list[tuple[str, str]]:
+    return ([("properties", k) for k in model.properties] + [("events", k) for k in model.events]
+            + [("actions", k) for k in model.services])
 
 
 def _required(model: ThingModel) -> list[tuple[str, str]]:

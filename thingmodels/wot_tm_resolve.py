@@ -80,8 +80,8 @@ class _Resolver:
             self.result.remote.append(location)
             self.result.issues.append(Issue(at, str(exc), "wot-remote-ref"))
             return None
-        except LookupError as exc:
-            self.fail(at, f"{location}: {exc.args[0] if exc.args else exc}")
+        except LookupError as exc:  # the loader's message names the location
+            self.fail(at, str(exc.args[0]) if exc.args else f"{location}: cannot be loaded")
             return None
         self.cache[location] = doc
         return doc
@@ -156,7 +156,9 @@ class _Resolver:
                 self.fail(ref_at, f"{ref}: {target_location if where else 'this document'} has nothing at {fragment!r}")
                 return own
         target_root = root if not where else target_doc
-        resolved = self.refs(target, target_root, target_location, ref_at, (*chain, key))
+        # inside this document, problems of the target are placed where the target is written
+        target_at = fragment if not where else ref_at
+        resolved = self.refs(target, target_root, target_location, target_at, (*chain, key))
         return deep_merge(resolved, own)
 
 

@@ -185,6 +185,8 @@ def check_td(doc: Any) -> list[Issue]:
         issues.append(Issue(f"/links/{index}/rel", "a second link with rel 'type': a Thing Description is an "
                             "instance of at most one Thing Model", "td-link-type"))
     issues.extend(_enum_types(doc, ""))
+    if any(i.rule == "tm-type" for i in issues):
+        return issues  # most likely a Thing Model without its type: the TD schema's complaints are noise
     return _merge(issues, schema)
 
 
@@ -296,6 +298,11 @@ def _types(node: Mapping[str, Any]) -> list[str]:
 
 
 def _merge(specific: list[Issue], schema: list[Issue]) -> list[Issue]:
-    """Our specific issues first; a schema issue only where no specific one says it better."""
+    """Our specific issues first; a schema issue only where no specific one says it better
+    (at the same place, inside it, or at a non-root place that contains it)."""
     covered = {i.pointer for i in specific}
-    return specific + [i for i in schema if not any(i.pointer == c or i.pointer.startswith(c + "/") for c in covered)]
+
+    def said(at: str) -> bool:
+        return any(at == c or at.startswith(c + "/") or (at and c.startswith(at + "/")) for c in covered)
+
+    return specific + [i for i in schema if not said(i.pointer)]
