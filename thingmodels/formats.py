@@ -38,7 +38,8 @@ def detect_format(doc: Any) -> Format | None:
         return Format.WOT_TM  # even without @context: the TM checks then say it is missing
     if "@context" in doc:
         return Format.WOT_TD  # a TM without the tm:ThingModel type is told so by the TD checks
-    if "securityDefinitions" in doc or any(isinstance(doc.get(k), Mapping) for k in ("properties", "actions", "events")):
+    if "securityDefinitions" in doc or ("profile" not in doc and "schema" not in doc and any(
+            isinstance(doc.get(k), Mapping) for k in ("properties", "actions", "events"))):
         return Format.WOT_TD  # WoT-shaped without @context (TSL lists its features): the TD checks say what is missing
     if any(key in doc for key in ("sdfObject", "sdfThing", "sdfData", "sdfProperty", "sdfAction", "sdfEvent")):
         return Format.SDF

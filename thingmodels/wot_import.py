@@ -48,6 +48,7 @@ _SCHEMA_KEYS: Final = frozenset({"@type", "title", "description", "type", "readO
                                  "minimum", "maximum", "oneOf", "enum", "const", "default", "maxLength",
                                  "maxItems", "items", "properties", "pattern", "required", "citytwin:ucum",
                                  "$comment", "observable"})
+_UCUM: Final = re.compile(r"[!-~]{1,64}")
 _PRODUCT_KEY: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TD_CLASS: Final = "Thing"
 
@@ -233,8 +234,8 @@ class _Converter:
 
     def common(self, name: str, aff: Mapping[str, Any], at: str, prefixes: Mapping[str, str],
                known: frozenset[str]) -> dict[str, Any]:
-        entry: dict[str, Any] = {"identifier": self.identifier(name, at, self.used, True),
-                                 "name": _text(aff.get("title")) or name}
+        ident = self.identifier(name, at, self.used, True)
+        entry: dict[str, Any] = {"identifier": ident, "name": _display(aff.get("title"), name, ident)}
         if _text(aff.get("description")):
             entry["desc"] = aff["description"]
         for key in aff:
@@ -253,10 +254,12 @@ class _Converter:
         ext = self.semantic(aff, at, prefixes)
         if aff.get("writeOnly") is True and aff.get("readOnly") is not True:
             ext["writeOnly"] = True
-        ucum = aff.get("citytwin:ucum")
-        if ucum is None or isinstance(ucum, str):
-            if "citytwin:ucum" in aff:
+        if "citytwin:ucum" in aff:
+            ucum = aff["citytwin:ucum"]
+            if ucum is None or (isinstance(ucum, str) and _UCUM.fullmatch(ucum)):
                 ext["ucum"] = ucum
+            else:
+                self.lose(f"{at}/citytwin:ucum", f"{ucum!r} is no UCUM code; not imported")
         if "default" in aff:
             self.lose(f"{at}/default", "default value is not imported")
         if ext:
@@ -298,10 +301,11 @@ class _Converter:
                     self.lose(sub_at, "parameter dropped: its data schema has no TSL type")
                     continue
                 assert isinstance(sub, Mapping)
-                param: dict[str, Any] = {"identifier": self.identifier(str(name), sub_at, scope, False),
-                                         "name": _text(sub.get("title")) or str(name), "dataType": dt}
+                ident = self.identifier(str(name), sub_at, scope, False)
+                param: dict[str, Any] = {"identifier": ident, "name": _display(sub.get("title"), str(name), ident),
+                                         "dataType": dt}
                 ext = self.semantic(sub, sub_at, {})
-                if isinstance(sub.get("citytwin:ucum"), str):
+                if isinstance(sub.get("citytwin:ucum"), str) and _UCUM.fullmatch(sub["citytwin:ucum"]):
                     ext["ucum"] = sub["citytwin:ucum"]
                 if ext:
                     param["x-citytwin"] = ext
@@ -367,8 +371,9 @@ class _Converter:
                     self.lose(sub_at, "struct field dropped: its data schema has no TSL type")
                     continue
                 assert isinstance(sub, Mapping)
-                fields.append({"identifier": self.identifier(str(name), sub_at, scope, False),
-                               "name": _text(sub.get("title")) or str(name), "dataType": dt})
+                ident = self.identifier(str(name), sub_at, scope, False)
+                fields.append({"identifier": ident, "name": _display(sub.get("title"), str(name), ident),
+                               "dataType": dt})
             if fields:
                 return {"type": "struct", "specs": fields}
             self.lose(at, "an object without typed properties has no TSL type")
@@ -475,6 +480,11 @@ def _expand(term: str, prefixes: Mapping[str, str]) -> str | None:
         expanded = prefixes[prefix] + rest
         return expanded if _ABSOLUTE.fullmatch(expanded) else None
     return term if _ABSOLUTE.fullmatch(term) else None
+
+
+def _display(title: Any, key: str, identifier: str) -> str:
+    """TSL's display name: the title, else the WoT name, else the identifier (never blank)."""
+    return _text(title) or _text(key) or identifier
 
 
 def _text(value: Any) -> str | None:

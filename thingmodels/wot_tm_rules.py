@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any, Final
 
 import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from citytwin.thingmodels.errors import Issue, pointer
 from citytwin.thingmodels.rules import Rule, Severity
@@ -86,14 +86,41 @@ def _pointer_of(path: Any) -> str:
     return at
 
 
+def _telling(error: ValidationError) -> tuple[str, str]:
+    """(pointer, message) of the most telling failure under an anyOf/oneOf. Where every
+    alternative fails on the same value (a security scheme, an op), the allowed values are
+    listed together; otherwise the deepest failure that is not "is not of type" from the
+    placeholder-string branch the TM schema puts beside most terms."""
+    leaves = list(_leaves(error))
+    deepest = max(len(e.absolute_path) for e in leaves)
+    at_value = [e for e in leaves if len(e.absolute_path) == deepest]
+    if error.context and all(e.validator in ("enum", "const", "pattern") for e in at_value):
+        allowed: list[str] = []
+        for e in at_value:
+            values = e.validator_value if e.validator == "enum" else [e.validator_value] if e.validator == "const" else []
+            allowed += [json.dumps(v) for v in values if json.dumps(v) not in allowed]
+        if any(e.validator == "pattern" for e in at_value):
+            allowed.append("a {{PLACEHOLDER}}" if "{" in str(at_value[0].validator_value) else "a string of its pattern")
+        if allowed:
+            return _pointer_of(at_value[0].absolute_path), f"{at_value[0].instance!r} is not one of {', '.join(allowed)}"
+    ranked = min(leaves, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
+    return _pointer_of(ranked.absolute_path), ranked.message
+
+
+def _leaves(error: ValidationError) -> Iterator[ValidationError]:
+    if not error.context:
+        yield error
+        return
+    for sub in error.context:
+        yield from _leaves(sub)
+
+
 def _schema_issues(doc: Any, name: str, what: str) -> list[Issue]:
     issues = []
     for error in _validator(name).iter_errors(doc):
-        specific: ValidationError = best_match(error.context) if error.context else error
-        if specific is None:  # pragma: no cover - best_match of a non-empty list
-            specific = error
-        message = specific.message if len(specific.message) <= 160 else specific.message[:157] + "..."
-        issues.append(Issue(_pointer_of(specific.absolute_path), f"{message} (W3C {what} JSON Schema)", "wot-schema"))
+        at, message = _telling(error)
+        message = message if len(message) <= 200 else message[:197] + "..."
+        issues.append(Issue(at, f"{message} (W3C {what} JSON Schema)", "wot-schema"))
     return issues
 
 
