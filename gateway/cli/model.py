@@ -1,7 +1,8 @@
 """``citytwin model ...``: the vendor's tools for thing models and device bindings.
 
 Exit codes: 0 valid (or clean), 1 invalid (or, for ``lint``, any warning), 2 bad usage or a
-file that cannot be read, 3 an internal error of an importer (a bug, not a bad model). ``--format json`` prints one JSON document for machines.
+file that cannot be read, 3 an internal error of an importer (a bug, not a bad model).
+``--format json`` prints one JSON document for machines.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def cache_path(cache: str, url: str) -> Path:
 
 def _remote(url: str, allow: bool, cache: str | None) -> Mapping[str, Any]:
     if not allow:
-        raise RemoteRefused(f"{url} is remote and was not fetched, so this model was not checked or converted; "
+        raise RemoteRefused(f"{url} is remote and was not fetched, so what it brings in was neither checked nor converted; "
                             "give --allow-remote --remote-cache DIR to resolve it through a cache")
     if cache is None:
         raise RemoteRefused(f"{url} is remote: --allow-remote needs --remote-cache DIR, where remote models are kept")
