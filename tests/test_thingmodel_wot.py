@@ -19,6 +19,7 @@ import pytest
 
 from citytwin.gateway.cli import wotimport
 from citytwin.gateway.cli.main import main
+from citytwin.thingmodels.formats import Format, detect_format
 from citytwin.thingmodels.library import library_names, load_library_model
 from citytwin.thingmodels.loader import parse_model
 from citytwin.thingmodels.rules import Severity
@@ -476,3 +477,24 @@ def test_an_importer_bug_is_exit_3_in_one_line(capsys: pytest.CaptureFixture[str
     for command in ("convert", "validate"):
         code, _out, err = _cli(capsys, "model", command, str(path), *(["--to", "citytwin"] if command == "convert" else []))
         assert code == 3 and err.count("\n") == 1 and "internal error in the WoT importer: KeyError" in err
+
+
+def test_playground_agrees_with_our_td_rules_it_has() -> None:
+    """The playground 1.4.0 refuses what our td-security and td-link-type refuse; td-op and
+    td-enum-type go further than it does (its own corpus labels such TDs invalid: see docs)."""
+    node = _playground()
+    names = ["td-security.td.json", "td-link-type.td.json", "td-op.td.json", "td-enum-type.td.json"]
+    result = subprocess.run([str(node), "validate-td.js", *(str(WOT_CORPUS / n) for n in names)], cwd=NODE_DIR,
+                            capture_output=True, text=True, timeout=300)
+    details = {Path(line["file"]).name: line["details"] for line in map(json.loads, result.stdout.splitlines())}
+    assert details["td-security.td.json"]["security"] == "failed"
+    assert details["td-link-type.td.json"]["linksRelTypeCount"] == "failed"
+    assert "failed" not in details["td-op.td.json"].values()
+    assert "failed" not in details["td-enum-type.td.json"].values()
+
+
+def test_detect_format_tells_tm_from_td() -> None:
+    assert detect_format({"@type": "tm:ThingModel"}) is Format.WOT_TM  # @context missing: the TM checks say so
+    assert detect_format({"@context": CONTEXT, "@type": ["Thing"]}) is Format.WOT_TD
+    assert detect_format({"title": "x", "properties": {"a": {"type": "number"}}}) is Format.WOT_TD
+    assert detect_format({"profile": {"productKey": "x"}, "properties": []}) is Format.TSL
