@@ -222,7 +222,7 @@ class _Converter(SchemaReader):
         return entry
 
     def actions(self, name: str, aff: Mapping[str, Any], at: str, prefixes: Mapping[str, str]) -> dict[str, Any]:
-        entry = self.common(name, aff, at, prefixes, _AFFORDANCE_KEYS | {"safe", "idempotent"})
+        entry = self.common(name, aff, at, prefixes, _AFFORDANCE_KEYS)
         entry["callType"] = "sync" if aff.get("synchronous") is True else "async"
         entry["inputData"] = self.params(aff.get("input"), f"{at}/input", "input")
         entry["outputData"] = self.params(aff.get("output"), f"{at}/output", "output")

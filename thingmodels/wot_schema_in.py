@@ -21,6 +21,12 @@ from citytwin.thingmodels.tsl import Loss
 from citytwin.thingmodels.wot import DATE_PATTERN
 from citytwin.thingmodels.wot_tm_rules import as_list
 
+_NO_TERM: Final = ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "minItems", "format",
+                   "contentEncoding", "contentMediaType", "const")
+# what a parameter, struct field or array item keeps (besides what _NO_TERM reports)
+_MEMBER_KEYS: Final = frozenset({"@type", "title", "type", "unit", "minimum", "maximum", "oneOf", "enum",
+                                 "maxLength", "maxItems", "items", "properties", "pattern", "required",
+                                 "citytwin:ucum"})
 UCUM: Final = re.compile(r"[!-~]{1,64}")
 TD_CLASS: Final = "Thing"
 
@@ -112,10 +118,15 @@ class SchemaReader:
             self.lose(at, "a data schema without a type has no TSL type")
             return None
         consts = [s for s in as_list(schema.get("oneOf")) if isinstance(s, Mapping) and "const" in s]
-        for key in ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "minItems", "format",
-                    "contentEncoding", "contentMediaType"):
+        for key in _NO_TERM:
             if key in schema:
                 self.lose(f"{at}/{key}", f"{key} {schema[key]!r} has no TSL term")
+        if "enum" in schema and kind not in ("integer", "string"):
+            self.lose(f"{at}/enum", f"the allowed values of a {kind} have no TSL term")
+        if role != "property":  # an affordance's own keys are the caller's; here, a member's
+            for key in schema:
+                if key not in _MEMBER_KEYS and key not in _NO_TERM and not str(key).startswith("$"):
+                    self.lose(f"{at}/{escape_token(str(key))}", f"{key!r} of a parameter or field has no TSL term")
         if kind == "boolean":
             names = {"0": "false", "1": "true"}
             for s in consts:
@@ -177,7 +188,8 @@ class SchemaReader:
                 return None
             size = schema.get("maxItems")
             if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_ARRAY_SIZE):
-                self.lose(f"{at}/maxItems", f"array size {size!r} does not fit TSL (1..{MAX_ARRAY_SIZE}); {MAX_ARRAY_SIZE} used")
+                said = "no maxItems" if size is None else f"maxItems {size!r} outside TSL's 1..{MAX_ARRAY_SIZE}"
+                self.lose(f"{at}/maxItems", f"{said}: the TSL array size is {MAX_ARRAY_SIZE}")
                 size = MAX_ARRAY_SIZE
             return {"type": "array", "specs": {"size": str(size), "item": item}}
         self.lose(at, f"a {kind!r} schema has no TSL type")
