@@ -34,8 +34,13 @@ def detect_format(doc: Any) -> Format | None:
     """The format of a parsed document, or None when it is none we know."""
     if not isinstance(doc, Mapping):
         return None
+    if "tm:ThingModel" in _types(doc):
+        return Format.WOT_TM  # even without @context: the TM checks then say it is missing
     if "@context" in doc:
-        return Format.WOT_TM if "tm:ThingModel" in _types(doc) else Format.WOT_TD
+        return Format.WOT_TD  # a TM without the tm:ThingModel type is told so by the TD checks
+    if "securityDefinitions" in doc or ("profile" not in doc and "schema" not in doc and any(
+            isinstance(doc.get(k), Mapping) for k in ("properties", "actions", "events"))):
+        return Format.WOT_TD  # WoT-shaped without @context (TSL lists its features): the TD checks say what is missing
     if any(key in doc for key in ("sdfObject", "sdfThing", "sdfData", "sdfProperty", "sdfAction", "sdfEvent")):
         return Format.SDF
     if any(isinstance(key, str) and key.startswith("odm") for key in doc):

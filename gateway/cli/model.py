@@ -1,7 +1,8 @@
 """``citytwin model ...``: the vendor's tools for thing models and device bindings.
 
 Exit codes: 0 valid (or clean), 1 invalid (or, for ``lint``, any warning), 2 bad usage or a
-file that cannot be read. ``--format json`` prints one JSON document for machines.
+file that cannot be read, 3 an internal error of an importer (a bug, not a bad model).
+``--format json`` prints one JSON document for machines.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from citytwin.gateway.cli.wotimport import (
+    EXIT_CRASH,
+    BadOption,
+    ImporterCrash,
+    add_wot_arguments,
+    load_wot,
+    validate_wot,
+)
+from citytwin.thingmodels.formats import Format, detect_format
 from citytwin.thingmodels.library import (
     library_document,
     library_names,
@@ -25,7 +35,7 @@ from citytwin.thingmodels.rules import Severity
 from citytwin.thingmodels.tsl import Loss, from_tsl, is_module_document, to_document, to_tsl
 from citytwin.thingmodels.types import ThingModel
 from citytwin.thingmodels.validator import Finding, Report, locate, validate_parsed, validate_text
-from citytwin.thingmodels.wot import HubBinding, TmImportError, from_tm, to_td, to_tm
+from citytwin.thingmodels.wot import HubBinding, to_td, to_tm
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -67,7 +77,7 @@ def file_resolver(base_dir: Path) -> Resolver:
     return resolve
 
 
-def _reports(files: list[str], lint: bool) -> tuple[list[Report], list[str]]:
+def _reports(files: list[str], lint: bool, args: argparse.Namespace) -> tuple[list[Report], list[str]]:
     reports, unreadable = [], []
     for name in files:
         try:
@@ -75,8 +85,23 @@ def _reports(files: list[str], lint: bool) -> tuple[list[Report], list[str]]:
         except Unreadable as exc:
             unreadable.append(str(exc))
             continue
-        reports.append(validate_text(text, name, file_resolver(Path(name).parent), lint=lint))
+        resolver = file_resolver(Path(name).parent)
+        wot = _wot_document(text, name)
+        if wot is not None:  # a WoT TM is checked as a TM, a TD as a TD (then converted)
+            reports.append(validate_wot(name, wot[0], wot[1], args, resolver, lint))
+            continue
+        reports.append(validate_text(text, name, resolver, lint=lint))
     return reports, unreadable
+
+
+def _wot_document(text: str, name: str) -> tuple[ParsedDocument, bool] | None:
+    """The parsed document and whether it is a Thing Model, when it is W3C WoT at all."""
+    try:
+        parsed = parse_document(text, name)
+    except DocumentSyntaxError:
+        return None
+    fmt = detect_format(parsed.data)
+    return (parsed, fmt is Format.WOT_TM) if fmt in (Format.WOT_TM, Format.WOT_TD) else None
 
 
 def _emit(args: argparse.Namespace, reports: list[Report], unreadable: list[str], ok: bool) -> None:
@@ -101,7 +126,14 @@ def _emit(args: argparse.Namespace, reports: list[Report], unreadable: list[str]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    reports, unreadable = _reports(args.files, args.lint)
+    try:
+        reports, unreadable = _reports(args.files, args.lint, args)
+    except ImporterCrash as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CRASH
+    except BadOption as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     valid = all(r.valid for r in reports)
     _emit(args, reports, unreadable, valid)
     if unreadable:
@@ -110,7 +142,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    reports, unreadable = _reports(args.files, lint=True)
+    try:
+        reports, unreadable = _reports(args.files, True, args)
+    except ImporterCrash as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CRASH
     clean = all(not r.findings for r in reports)
     _emit(args, reports, unreadable, clean)
     if unreadable:
@@ -170,20 +206,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _tm_resolver(base_dir: Path) -> Any:
-    def resolve(href: str) -> Mapping[str, Any]:
-        path = base_dir / href
-        try:
-            data = parse_document(read_text(str(path)), str(path)).data
-        except (Unreadable, DocumentSyntaxError) as exc:
-            raise LookupError(str(exc)) from None
-        if not isinstance(data, Mapping):
-            raise LookupError(f"{path} is not a JSON object")
-        return data
-
-    return resolve
-
-
 def _load_for_convert(args: argparse.Namespace) -> tuple[ThingModel | None, list[Finding], list[Loss]]:
     """Read the inputs (TSL with module documents, ours, or a WoT Thing Model) into a model."""
     parsed: list[tuple[str, ParsedDocument]] = []
@@ -197,16 +219,9 @@ def _load_for_convert(args: argparse.Namespace) -> tuple[ThingModel | None, list
     first_name, first = parsed[0]
     base = Path(first_name).parent
     data = first.data
-    if isinstance(data, Mapping) and "@context" in data:
-        placeholders = dict(item.split("=", 1) for item in args.set)
-        try:
-            doc, losses = from_tm(data, _tm_resolver(base), placeholders, args.product_key)
-        except TmImportError as exc:
-            return None, [Finding(first_name, 1, 1, "", "value-type", Severity.ERROR, str(exc))], []
-        model, issues = check_model(doc, file_resolver(base))
-        findings = [Finding(first_name, 0, 0, i.pointer, i.rule or "value-type", Severity.ERROR,
-                            f"{i.message} (in the converted model)") for i in issues]
-        return (model if not issues else None), findings, losses
+    fmt = detect_format(data)
+    if fmt in (Format.WOT_TM, Format.WOT_TD):
+        return load_wot(first_name, first, fmt is Format.WOT_TM, args, file_resolver(base))
     modules = [d for _, p in parsed if isinstance((d := p.data), Mapping) and is_module_document(d)]
     mains = [(n, p) for n, p in parsed if not (isinstance(p.data, Mapping) and is_module_document(p.data))]
     if len(mains) != 1:
@@ -224,9 +239,12 @@ def _load_for_convert(args: argparse.Namespace) -> tuple[ThingModel | None, list
 def cmd_convert(args: argparse.Namespace) -> int:
     try:
         model, findings, losses = _load_for_convert(args)
-    except Unreadable as exc:
+    except (Unreadable, BadOption) as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    except ImporterCrash as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CRASH
     if model is None:
         if args.format == "json":
             print(json.dumps({"valid": False, "findings": [f.as_dict() for f in findings]}, ensure_ascii=False, indent=2))
@@ -303,11 +321,13 @@ def add_model_commands(subparsers: Any) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.add_argument("--lint", action="store_true", help="also report lint warnings")
+    add_wot_arguments(validate, with_set=True)
     validate.set_defaults(func=cmd_validate)
 
     lint = sub.add_parser("lint", help="report warnings that do not make a model invalid")
     lint.add_argument("files", nargs="+", metavar="FILE")
     lint.add_argument("--format", choices=["text", "json"], default="text")
+    add_wot_arguments(lint, with_set=True)
     lint.set_defaults(func=cmd_lint)
 
     listing = sub.add_parser("list", help="list the bundled standard models")
@@ -323,6 +343,7 @@ def add_model_commands(subparsers: Any) -> None:
     convert.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                          help="a Thing Model placeholder's value")
     convert.add_argument("--product-key", help="product key for a model imported from a Thing Model")
+    add_wot_arguments(convert, with_set=False)
     convert.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="TD: the hub broker")
     convert.add_argument("--prefix", default="citytwin/v1", help="TD: the hub topic prefix")
     convert.add_argument("--gateway", default="gateway", help="TD: the gateway id")
