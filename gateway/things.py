@@ -108,8 +108,9 @@ class ThingDescriptions:
             ]
             if writable:
                 forms.append({"href": href, "op": ["writeproperty"], "contentType": JSON, "htv:methodName": "PUT"})
+            # no htv:methodName on long-polls: a consumer's handshake uses HEAD on the same form
             forms.append({"href": f"{href}/observe", "op": ["observeproperty", "unobserveproperty"],
-                          "contentType": JSON, "subprotocol": "longpoll", "htv:methodName": "GET"})
+                          "contentType": JSON, "subprotocol": "longpoll"})
             if hub.property_topics:
                 topic = topics.value(spec.id, name)
                 forms.append({"href": f"{broker}/{topic}", "op": ["readproperty", "observeproperty",
@@ -135,7 +136,7 @@ class ThingDescriptions:
             topic = topics.event(spec.id, name)
             event["forms"] = [
                 {"href": f"events/{quote(name, safe='')}", "op": ["subscribeevent", "unsubscribeevent"],
-                 "contentType": JSON, "subprotocol": "longpoll", "htv:methodName": "GET"},
+                 "contentType": JSON, "subprotocol": "longpoll"},
                 {"href": f"{broker}/{topic}", "op": ["subscribeevent", "unsubscribeevent"],
                  "contentType": JSON, "mqv:filter": topic, "mqv:controlPacket": "subscribe",
                  "mqv:qos": "1"},

@@ -23,13 +23,18 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# foreign peers from npm, pinned in their package.json: node-opcua (OPC UA interop) and the
-# Eclipse Thingweb playground (Thing Description validation); no lock files are kept
+# foreign peers from npm, pinned in their package.json: node-opcua (OPC UA interop), the
+# Eclipse Thingweb playground (Thing Description validation) and node-wot (a WoT consumer); no
+# lock files are kept
 if [ ! -d tests/node-opcua/node_modules/node-opcua ]; then
   (cd tests/node-opcua && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
 if [ ! -d tests/node/node_modules/@thing-description-playground/core ]; then
   (cd tests/node && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+fi
+# Eclipse Thingweb node-wot: the foreign WoT consumer of the gateway's Things
+if [ ! -d tests/node-wot/node_modules/@node-wot/core ]; then
+  (cd tests/node-wot && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
 
 python=${PYTHON:-python3}
