@@ -156,7 +156,7 @@ def bcd(data: bytes, decimals: int, what: str) -> float:
     text = data[::-1].hex()
     if not text.isdigit():
         raise DecodeError(f"{what}: {data.hex(' ')} is not BCD")
-    return int(text) / 10**decimals
+    return int(text) / 10.0**decimals
 
 
 def quantity(data: bytes, decimals: int, expect: str, what: str) -> float:
