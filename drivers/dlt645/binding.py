@@ -63,7 +63,7 @@ class Dlt645Point(BaseModel):
 
     di: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{8}$")]
     """DI3 DI2 DI1 DI0 as the standard prints it, e.g. "00010000" forward active total energy"""
-    member: Annotated[int | None, IntRange(0, 63)] = None
+    member: Annotated[int, IntRange(0, 63)] | None = None
     """for a block DI (FF in one byte): which value of the block"""
     part: Literal["value", "time"] = "value"
     """for a maximum demand DI: the demand, or when it occurred (ISO text)"""
