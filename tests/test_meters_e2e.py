@@ -104,3 +104,20 @@ async def test_meters_report_and_take_commands_through_the_hub(
             code = gateway.stop()
         assert code == 0, gateway.output()
         assert "123456" not in gateway.output()  # the meter password never reaches the log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_line_benchmark_runs_and_writes_a_record(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.meters_line", "--meters", "3", "--dis", "4", "--cycles", "1",
+         "--baud", "115200", "--output", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=50,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record_file,) = tmp_path.glob("meters_line-*.json")
+    figures = yaml.safe_load(record_file.read_text())["figures"]
+    (cycle,) = figures["cycles"]
+    assert cycle["exchanges"] == 12 and cycle["good_readings"] == 12
+    assert cycle["ratio"] >= 1.0  # nothing beats the wire: the simulator paces it
+    assert "ratio cycle / physical limit" in result.stdout

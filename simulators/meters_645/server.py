@@ -78,8 +78,8 @@ class Bus645(Bus):
             digits = data[::-1].hex()
             when = dt.datetime(2000 + int(digits[:2]), int(digits[2:4]), int(digits[4:6]),
                                int(digits[6:8]), int(digits[8:10]), int(digits[10:12]))
-            for meter in self.meters.values():
-                meter.clock_offset = (when - dt.datetime.now()).total_seconds()
+            for each in self.meters.values():
+                each.clock_offset = (when - dt.datetime.now()).total_seconds()
             return b""
         meter = self._meter(address)
         if meter is None or meter.silent:
