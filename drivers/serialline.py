@@ -193,6 +193,7 @@ def _open_serial(line: Line, loop: asyncio.AbstractEventLoop) -> None:
         )
     except (OSError, ValueError) as exc:  # SerialException is an OSError
         raise ConnectError(f"cannot open {spec.serial}: {exc}") from None
+    port.reset_input_buffer()  # bytes from before we opened it answer nothing we will ask
     fd: int = port.fileno()
     os.set_blocking(fd, False)
 

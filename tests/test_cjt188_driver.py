@@ -113,3 +113,14 @@ async def test_big_endian_di_meters(sim: Meters188Simulator) -> None:
     async with water:
         (flow,) = await water.read()
         assert flow.quality is Quality.GOOD
+
+
+async def test_exception_answer_is_a_device_error(sim: Meters188Simulator) -> None:
+    # configured with a valve the meter does not have: the meter answers with D6 set
+    heat = meter("heat", "00000000001001", ["valve_open", "heat"], host="127.0.0.1", port=sim.tcp_port, valve=True)
+    async with heat:
+        with pytest.raises(DeviceError, match=r"the meter answered with an exception \(status 0x0000"):
+            await heat.write({"valve_open": False})
+        assert heat.health.connected and heat.health.extra["device_errors"] == 1
+        (_, energy) = await heat.read()
+        assert energy.quality is Quality.GOOD

@@ -14,7 +14,13 @@ import pytest
 from citytwin.drivers.base import Quality
 from citytwin.drivers.dlt645.binding import Dlt645Call, Dlt645Connection, Dlt645Point
 from citytwin.drivers.dlt645.driver import Dlt645Driver
-from citytwin.drivers.errors import BindingError, ConnectError, DeviceError, RequestTimeout
+from citytwin.drivers.errors import (
+    BindingError,
+    ConnectError,
+    ConnectionClosed,
+    DeviceError,
+    RequestTimeout,
+)
 from citytwin.drivers.registry import create_driver
 from citytwin.simulators.meters_645.server import Meters645Simulator, make_meters
 
@@ -182,3 +188,25 @@ async def test_a_line_that_is_not_there(tmp_path: Path) -> None:
     with pytest.raises(ConnectError, match="cannot open"):
         async with meter("000000000001", serial=str(tmp_path / "ttyNONE")):
             pass
+
+
+async def test_serial_server_restart_drops_the_line_and_reconnect_reopens_it() -> None:
+    first = Meters645Simulator(make_meters(2, seed=3), pty=False, host="127.0.0.1")
+    await first.start()
+    port = first.tcp_port
+    a = meter("000000000001", {"v": {"di": "02010100"}}, host="127.0.0.1", port=port, timeout=2.0)
+    b = meter("000000000002", {"v": {"di": "02010100"}}, host="127.0.0.1", port=port, timeout=2.0)
+    async with a, b:
+        assert (await a.read())[0].quality is Quality.GOOD
+        await first.stop()  # the serial server restarts: its TCP client is dropped
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            await b.read()
+        assert time.monotonic() - started < 1.0  # at once, not after the timeout
+        assert not a.health.connected
+        async with Meters645Simulator(make_meters(2, seed=3), pty=False, host="127.0.0.1", port=port):
+            await a.connect()
+            await b.connect()
+            assert (await a.read())[0].quality is Quality.GOOD
+            assert (await b.read())[0].quality is Quality.GOOD
+            assert a.health.extra["line"] == b.health.extra["line"]
