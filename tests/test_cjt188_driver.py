@@ -124,3 +124,15 @@ async def test_exception_answer_is_a_device_error(sim: Meters188Simulator) -> No
         assert heat.health.connected and heat.health.extra["device_errors"] == 1
         (_, energy) = await heat.read()
         assert energy.quality is Quality.GOOD
+
+
+async def test_gas_meter_reads_like_a_water_meter() -> None:
+    from citytwin.simulators.meters_188.meters import Meter188
+
+    gas = Meter188("00000000002001", 0x30, seed=1)
+    async with Meters188Simulator([gas], pty=False, host="127.0.0.1") as sim:
+        driver = meter("gas", "00000000002001", ["accumulated_flow", "battery_low"], host="127.0.0.1",
+                       port=sim.tcp_port)
+        async with driver:
+            (volume, battery) = await driver.read()
+            assert volume.value == pytest.approx(gas.volume, abs=0.02) and battery.value is False

@@ -38,7 +38,9 @@ class Dlt645Connection(LineConnection):
     time_sync: bool = False
     """allow the ``time_sync`` call: a broadcast that sets the clock of every meter on the line"""
     password_file: Path | None = None
-    """a file holding the control password (8 digits: level PA, then P2 P1 P0); never in the config"""
+    """a file holding the control password (8 digits: level PA, then P2 P1 P0); never in the
+    config. Read when a control command is sent; a relative path is the gateway's working
+    directory's, so give an absolute one."""
     operator: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{8}$")] = "00000000"
     """operator code C3 C2 C1 C0 sent with control commands (recorded by the meter)"""
 

@@ -187,7 +187,7 @@ class Dlt645Driver(LineDriver, Invokable):
             return await self._time_sync(line, now)
         if self._conn.password_file is None:
             raise BindingError(f"{self._peer}: a control command needs password_file in the connection")
-        password = read_password(self._conn.password_file)
+        password = await asyncio.to_thread(read_password, self._conn.password_file)
         operator = bytes.fromhex(self._conn.operator)[::-1]
         until = now + dt.timedelta(minutes=call.valid_minutes)
         data = password + operator + bytes([CONTROL_CODES[call.command], 0]) + encode_clock(until)
