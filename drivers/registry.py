@@ -333,6 +333,51 @@ def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Dri
     )
 
 
+def _dlt645_models() -> BindingModels:
+    from citytwin.drivers.dlt645.binding import Dlt645Call, Dlt645Connection, Dlt645Point
+
+    def integer_raw(point: BaseModel) -> bool:
+        return isinstance(point, Dlt645Point) and point.is_integer
+
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, Dlt645Point) and point.is_text
+
+    return BindingModels(Dlt645Connection, Dlt645Point, Dlt645Call, _never, integer_raw, _never, text)
+
+
+def _dlt645_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.dlt645.binding import Dlt645Connection, Dlt645Point
+
+    return _build(
+        "dlt645", connection, points, (Dlt645Connection, Dlt645Point), "a",
+        "citytwin.drivers.dlt645.driver:Dlt645Driver", "'pyserial>=3.5,<4'", requires=("serial",),
+    )
+
+
+def _cjt188_models() -> BindingModels:
+    from citytwin.drivers.cjt188.binding import Cjt188Connection, Cjt188Point
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, Cjt188Point) and point.writable
+
+    def integer_raw(point: BaseModel) -> bool:
+        return isinstance(point, Cjt188Point) and point.is_integer
+
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, Cjt188Point) and point.is_text
+
+    return BindingModels(Cjt188Connection, Cjt188Point, None, writable, integer_raw, _never, text)
+
+
+def _cjt188_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.cjt188.binding import Cjt188Connection, Cjt188Point
+
+    return _build(
+        "cjt188", connection, points, (Cjt188Connection, Cjt188Point), "a",
+        "citytwin.drivers.cjt188.driver:Cjt188Driver", "'pyserial>=3.5,<4'", requires=("serial",),
+    )
+
+
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
     "modbus-tcp": (_modbus_tcp_models, _modbus_tcp_driver),
     "modbus-rtu": (_modbus_rtu_models, _modbus_rtu_driver),
@@ -340,6 +385,8 @@ _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] =
     "mqtt": (_mqtt_models, _mqtt_driver),
     "coap": (_coap_models, _coap_driver),
     "opcua": (_opcua_models, _opcua_driver),
+    "dlt645": (_dlt645_models, _dlt645_driver),
+    "cjt188": (_cjt188_models, _cjt188_driver),
 }
 DRIVER_NAMES: tuple[str, ...] = tuple(_DRIVERS)
 

@@ -52,6 +52,22 @@ def cmd_meters(args: argparse.Namespace) -> int:
     return _run(lambda: serve(args.broker, args.count, args.prefix, args.report_interval, args.speed, args.seed))
 
 
+def cmd_meters_645(args: argparse.Namespace) -> int:
+    from citytwin.simulators.meters_645.server import serve
+
+    host = None if args.tcp_port is None else args.host
+    return _run(lambda: serve(args.count, host, args.tcp_port or 0, not args.no_pty, args.link,
+                              args.baud, args.speed, args.seed))
+
+
+def cmd_meters_188(args: argparse.Namespace) -> int:
+    from citytwin.simulators.meters_188.server import serve
+
+    host = None if args.tcp_port is None else args.host
+    return _run(lambda: serve(args.water, args.heat, host, args.tcp_port or 0, not args.no_pty,
+                              args.link, args.speed, args.seed))
+
+
 def add_sim_commands(sub: Any) -> None:
     sim = sub.add_parser("sim", help="run a device simulator")
     sims = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
@@ -93,3 +109,24 @@ def add_sim_commands(sub: Any) -> None:
     meters.add_argument("--report-interval", type=int, default=1)
     common(meters)
     meters.set_defaults(func=cmd_meters)
+
+    def meter_line(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--link", default=None, metavar="PATH", help="symlink PATH to the line's pty")
+        parser.add_argument("--no-pty", action="store_true", help="serve no pty (TCP only)")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--tcp-port", type=int, default=None, metavar="PORT",
+                            help="also serve the line as a transparent serial server on PORT (0: any)")
+
+    m645 = sims.add_parser("meters-645", help="DL/T 645-2007 electricity meters on one RS-485 line (pty, TCP)")
+    m645.add_argument("--count", type=int, default=3, help="meters at addresses 000000000001 …")
+    m645.add_argument("--baud", type=int, default=None, help="pace answers as a line at this baud rate")
+    meter_line(m645)
+    common(m645)
+    m645.set_defaults(func=cmd_meters_645)
+
+    m188 = sims.add_parser("meters-188", help="CJ/T 188 water meters with valves and heat meters on one line")
+    m188.add_argument("--water", type=int, default=2, help="cold-water meters at 00000000000001 …")
+    m188.add_argument("--heat", type=int, default=1, help="heat meters at 00000000001001 …")
+    meter_line(m188)
+    common(m188)
+    m188.set_defaults(func=cmd_meters_188)
