@@ -51,7 +51,9 @@ def test_every_example_config_binds_cleanly_through_the_cli(example: str) -> Non
 
 def test_the_examples_cover_every_driver_family() -> None:
     drivers = {yaml.safe_load(p.read_text())["devices"][0]["driver"] for p in EXAMPLES.glob("*.yaml")}
-    assert drivers == {"modbus-tcp", "opcua", "coap", "mqtt"}
+    from citytwin.drivers.registry import DRIVER_NAMES
+
+    assert {"modbus-tcp", "opcua", "coap", "mqtt"} <= drivers <= set(DRIVER_NAMES)
 
 
 def _seed(tmp_path: Path, example: str, old: str, new: str) -> tuple[Path, int]:
