@@ -183,3 +183,74 @@ async def test_node_wot_uses_every_operation_over_http_and_reads_over_mqtt(
         assert "value" in value and 0 <= value["value"] <= 6, value
     finally:
         await mqtt.close()
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
+
+
+def street_config(ix_url: str, coap_port: int) -> str:
+    ix = yaml.safe_load((EXAMPLES / "intersection.yaml").read_text())["devices"][0]
+    ix["model"] = str(EXAMPLES / ix["model"])
+    ix["connection"].update({"url": ix_url, "pki_dir": "pki", "publishing_interval": 100})
+    ix.update({"poll_period": 0.5, "reconnect_max": 0.5})
+    aq = yaml.safe_load((EXAMPLES / "city-sensors.yaml").read_text())["devices"][0]
+    aq["model"] = str(EXAMPLES / aq["model"])
+    aq["connection"].update({"port": coap_port, "timeout": 1.0})
+    aq.update({"poll_period": 0.5, "reconnect_max": 0.5})
+    doc = {
+        "gateway": {"id": "street", "data_dir": "DATA_DIR"},
+        "hub": {"url": "mqtt://127.0.0.1:1", "reconnect_max": 60},
+        "http": {"port": 0, "auth": "basic", "longpoll_timeout": 10, "users": {"control-room": {"secret": "s3cret"}}},
+        "access": {"grants": [{"operators": ["control-room"], "role": "operator"}]},
+        "devices": [ix, aq],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+async def test_node_wot_uses_the_intersection_over_opcua_and_a_coap_sensor(tmp_path: Path) -> None:
+    from coap_peers import free_udp_port
+
+    from citytwin.simulators.city_sensors.server import CitySensorsSimulator
+    from citytwin.simulators.intersection.server import IntersectionSimulator
+
+    ix_sim = IntersectionSimulator(port=free_port(), tick=0.05, speed=10.0, seed=5)
+    aq_sim = CitySensorsSimulator(port=free_udp_port(), tick=0.05, seed=4, interval=0.2)
+    await ix_sim.start()
+    await aq_sim.start()
+    try:
+        async with InProcessGateway(street_config(ix_sim.url, aq_sim.port), tmp_path, None) as gw:
+            await gw.wait_for(lambda: all(r.online for r in gw.gw.runners.values()), timeout=30, what="online")
+            assert gw.gw.http is not None
+            room = await Consumer.start("http", f"http://127.0.0.1:{gw.gw.http.port}/things", "control-room", "s3cret")
+            try:
+                plan = await room.step("read", "intersection-1", name="plan")
+                assert plan["ok"] and plan["result"] in (1, 2, 3), plan
+                observing = await room.step("observe", "intersection-1", name="phase_remaining")
+                assert observing["ok"], observing
+                tick = await room.wait(lambda d: d.get("id") == observing["step"] and ("value" in d or "invalid" in d))
+                assert "value" in tick, tick
+                wrote = await room.step("write", "intersection-1", name="green_extension", value=12)
+                assert wrote["ok"], wrote
+                await gw.wait_for(lambda: gw.gw.twins["intersection-1"].reported.get("green_extension") == 12,
+                                  what="green extension read back")
+                invoked = await room.step("invoke", "intersection-1", name="set_plan", input={"plan": 2})
+                assert invoked["ok"] and invoked["result"] == {"active_plan": 2}, invoked
+
+                pm = await room.step("read", "air-quality-1", name="pm25")
+                assert pm["ok"] and isinstance(pm["result"], int | float), pm
+                observing = await room.step("observe", "air-quality-1", name="pm25")
+                assert observing["ok"], observing
+                sample = await room.wait(lambda d: d.get("id") == observing["step"] and ("value" in d or "invalid" in d))
+                assert "value" in sample, sample
+                wrote = await room.step("write", "air-quality-1", name="report_interval", value=0.5)
+                assert wrote["ok"], wrote
+                await gw.wait_for(lambda: gw.gw.twins["air-quality-1"].reported.get("report_interval") == 0.5,
+                                  what="report interval read back")
+                calibrated = await room.step("invoke", "air-quality-1", name="calibrate", input={})
+                assert calibrated["ok"], calibrated
+                assert "calibrations" in (calibrated["result"] or {}), calibrated
+            finally:
+                await room.close()
+    finally:
+        await aq_sim.stop()
+        await ix_sim.stop()

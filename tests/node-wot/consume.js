@@ -50,7 +50,8 @@ async function main() {
         await thing.writeProperty(step.name, step.value);
       } else if (step.op === "invoke") {
         const output = await thing.invokeAction(step.name, step.input);
-        result = output && output.data ? await output.value().catch(() => null) : null;
+        // an action without an output schema (a service bound to writes) answers nothing
+        result = output ? await output.value().catch(() => null) : null;
       } else if (step.op === "observe" || step.op === "subscribe") {
         const listener = async (data) => {
           try {
