@@ -78,6 +78,7 @@ def status(gateway: Gateway) -> dict[str, Any]:
             "polls": runner.polls,
             "failures": runner.failures,
             "poll_period": runner.spec.config.poll_period,
+            "link": runner.status()["link"],  # what the driver knows of its link (Driver.health)
         }
     return {
         "gateway": gateway.config.gateway.id,
