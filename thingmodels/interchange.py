@@ -12,9 +12,10 @@ import re
 from typing import Final
 
 from citytwin.thingmodels.datatypes import IDENTIFIER
+from citytwin.thingmodels.errors import pointer
 from citytwin.thingmodels.loader import MODULE_IDENTIFIER, PRODUCT_KEY, RESERVED
 from citytwin.thingmodels.tsl import Loss
-from citytwin.thingmodels.types import MODULE_SEPARATOR, ThingModel
+from citytwin.thingmodels.types import MODULE_SEPARATOR, DataType, Kind, ThingModel, Written
 
 SECTIONS: Final = ("properties", "events", "services")
 
@@ -71,3 +72,33 @@ def feature_pointers(model: ThingModel) -> dict[tuple[str, str], str]:
             for index, key in enumerate(features):
                 found[(section, f"{module.identifier}{MODULE_SEPARATOR}{key}")] = f"/modules/{m_index}/{section}/{index}"
     return found
+
+
+_SPEC_KEYS: Final = {
+    Kind.INT: frozenset({"min", "max", "step", "unit", "unitName"}),
+    Kind.FLOAT: frozenset({"min", "max", "step", "unit", "unitName"}),
+    Kind.DOUBLE: frozenset({"min", "max", "step", "unit", "unitName"}),
+    Kind.TEXT: frozenset({"length"}),
+    Kind.DATE: frozenset(),
+    Kind.ARRAY: frozenset({"size", "item"}),
+}
+
+
+def verbatim_losses(shape: Written, at: str, target: str, losses: list[Loss], skip: tuple[str, ...] = ()) -> None:
+    """Keys a TSL source had that the model keeps only verbatim (a vendor's own, Alibaba's
+    ``method``...): the target format has no place for them."""
+    for key in shape.extra:
+        if key not in skip:
+            losses.append(Loss(pointer(at, key), f"{key!r} (kept verbatim from the source) has no {target} place"))
+
+
+def data_type_losses(dt: DataType, type_at: str, target: str, losses: list[Loss]) -> None:
+    """The verbatim keys of a data type and of its specs (``precision``...), recursively."""
+    verbatim_losses(dt.written, type_at, target, losses)
+    known = _SPEC_KEYS.get(dt.type)
+    if known is not None:
+        for key in dt.written.literals:
+            if key not in known:
+                losses.append(Loss(pointer(pointer(type_at, "specs"), key), f"spec {key!r} has no {target} place"))
+    if dt.item is not None:
+        data_type_losses(dt.item, pointer(pointer(type_at, "specs"), "item"), target, losses)

@@ -19,7 +19,14 @@ from typing import Any, Final
 from citytwin.thingmodels.checks import INT32_MAX, INT32_MIN, number_text
 from citytwin.thingmodels.datatypes import MAX_ARRAY_SIZE, MAX_TEXT_LENGTH
 from citytwin.thingmodels.errors import pointer
-from citytwin.thingmodels.interchange import feature_pointers, module_identifier, product_key, tsl_identifier
+from citytwin.thingmodels.interchange import (
+    data_type_losses,
+    feature_pointers,
+    module_identifier,
+    product_key,
+    tsl_identifier,
+    verbatim_losses,
+)
 from citytwin.thingmodels.tsl import Loss
 from citytwin.thingmodels.types import (
     AccessMode,
@@ -48,6 +55,7 @@ def to_iotda(model: ThingModel) -> tuple[dict[str, Any], list[Loss]]:
         losses.append(Loss("/profile/version", "IoTDA product models carry no version"))
     if model.ext.get("semanticType"):
         losses.append(Loss("/x-citytwin/semanticType", "a semantic type has no IoTDA field"))
+    verbatim_losses(model.written, "", "IoTDA", losses)
     services = [_service(model, "", model.product_key.rsplit(".", 1)[-1], "Master", "", at, losses)]
     for index, module in enumerate(model.modules.values()):
         m_at = f"/modules/{index}"
@@ -74,6 +82,7 @@ def _service(
     props = []
     for key, prop in properties.items():
         p_at = at[("properties", prefix + key)]
+        verbatim_losses(prop.written, p_at, "IoTDA", losses)
         entry = {"property_name": key, "required": prop.required}
         entry.update(_fields(prop.data_type, prop.ext, p_at, losses))
         mode = "R" if prop.access_mode is AccessMode.R else "W" if prop.ext.get("writeOnly") else "RW"
@@ -88,6 +97,7 @@ def _service(
     commands = []
     for key, service in services.items():
         s_at = at[("services", prefix + key)]
+        verbatim_losses(service.written, s_at, "IoTDA", losses)
         entry = {"command_name": key, "paras": _paras(service.inputs, pointer(s_at, "inputData"), losses)}
         if service.outputs:
             entry["responses"] = [{"response_name": f"{key}_response",
@@ -104,6 +114,7 @@ def _service(
     event_list = []
     for key, event in events.items():
         e_at = at[("events", prefix + key)]
+        verbatim_losses(event.written, e_at, "IoTDA", losses)
         event_list.append({"event_type": key, "paras": _paras(event.output, pointer(e_at, "outputData"), losses)})
         if event.type is not EventType.INFO:
             losses.append(Loss(pointer(e_at, "type"), f"IoTDA has no event types ({event.type})"))
@@ -129,6 +140,7 @@ def _paras(params: Mapping[str, Param], at: str, losses: list[Loss]) -> list[dic
     out = []
     for index, param in enumerate(params.values()):
         p_at = pointer(at, index)
+        verbatim_losses(param.written, p_at, "IoTDA", losses)
         entry = {"para_name": param.identifier, "required": True}
         entry.update(_fields(param.data_type, param.ext, p_at, losses))
         _named(param.name, param.identifier, p_at, losses)
@@ -142,6 +154,7 @@ def _fields(dt: DataType, ext: Mapping[str, Any], at: str, losses: list[Loss]) -
     """data_type and its limits for one property or parameter."""
     type_at = pointer(at, "dataType")
     specs_at = pointer(type_at, "specs")
+    data_type_losses(dt, type_at, "IoTDA", losses)
     kind = dt.type
     out: dict[str, Any]
     if kind in (Kind.INT, Kind.FLOAT, Kind.DOUBLE):

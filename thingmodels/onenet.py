@@ -18,10 +18,16 @@ from typing import Any, Final
 from citytwin.thingmodels.checks import INT32_MAX, INT32_MIN, number_text
 from citytwin.thingmodels.datatypes import IDENTIFIER, MAX_ARRAY_SIZE, MAX_TEXT_LENGTH
 from citytwin.thingmodels.errors import pointer
-from citytwin.thingmodels.interchange import feature_pointers, product_key, tsl_identifier
+from citytwin.thingmodels.interchange import (
+    data_type_losses,
+    feature_pointers,
+    product_key,
+    tsl_identifier,
+    verbatim_losses,
+)
 from citytwin.thingmodels.loader import MODULE_IDENTIFIER
 from citytwin.thingmodels.tsl import Loss
-from citytwin.thingmodels.types import AccessMode, DataType, Kind, Param, ThingModel
+from citytwin.thingmodels.types import DataType, Kind, Param, ThingModel
 
 ONENET_TYPES: Final = ("int32", "int64", "float", "double", "string", "bool", "enum", "bitMap", "date", "struct", "array")
 _KINDS: Final = {Kind.INT: "int32", Kind.FLOAT: "float", Kind.DOUBLE: "double", Kind.TEXT: "string",
@@ -39,12 +45,14 @@ def to_onenet(model: ThingModel) -> tuple[dict[str, Any], list[Loss]]:
     for key in ("title", "description", "semanticType"):
         if model.ext.get(key):
             losses.append(Loss(f"/x-citytwin/{key}", f"the product's {key} has no place in a OneNET thing model"))
+    verbatim_losses(model.written, "", "OneNET", losses)
     for index, module in enumerate(model.modules.values()):
         losses.append(Loss(f"/modules/{index}", f"module {module.identifier!r}: OneNET has no modules; "
                            f"its features are written {module.identifier}__identifier"))
     props, events, services = [], [], []
     for key, prop in model.properties.items():
         p_at = at[("properties", key)]
+        verbatim_losses(prop.written, p_at, "OneNET", losses)
         entry = _head(key, prop.name, prop.description, prop.required, "property")
         entry["accessMode"] = prop.access_mode.value
         entry["dataType"] = _data_type(prop.data_type, p_at, pointer(p_at, "dataType"), losses)
@@ -54,6 +62,7 @@ def to_onenet(model: ThingModel) -> tuple[dict[str, Any], list[Loss]]:
         props.append(entry)
     for key, event in model.events.items():
         e_at = at[("events", key)]
+        verbatim_losses(event.written, e_at, "OneNET", losses)
         entry = _head(key, event.name, event.description, event.required, "event")
         entry["eventType"] = event.type.value
         entry["outputData"] = _params(event.output, pointer(e_at, "outputData"), losses)
@@ -61,6 +70,7 @@ def to_onenet(model: ThingModel) -> tuple[dict[str, Any], list[Loss]]:
         events.append(entry)
     for key, service in model.services.items():
         s_at = at[("services", key)]
+        verbatim_losses(service.written, s_at, "OneNET", losses)
         entry = _head(key, service.name, service.description, service.required, "service")
         entry["callType"] = service.call_type.value
         entry["input"] = _params(service.inputs, pointer(s_at, "inputData"), losses)
@@ -86,6 +96,7 @@ def _params(params: Mapping[str, Param], at: str, losses: list[Loss]) -> list[di
     out = []
     for index, param in enumerate(params.values()):
         p_at = pointer(at, index)
+        verbatim_losses(param.written, p_at, "OneNET", losses)
         out.append({"identifier": param.identifier, "name": param.name,
                     "dataType": _data_type(param.data_type, p_at, pointer(p_at, "dataType"), losses)})
         _ext(param.ext, p_at, losses)
@@ -94,6 +105,10 @@ def _params(params: Mapping[str, Param], at: str, losses: list[Loss]) -> list[di
 
 def _data_type(dt: DataType, at: str, type_at: str, losses: list[Loss]) -> dict[str, Any]:
     specs_at = pointer(type_at, "specs")
+    if dt.type is not Kind.ARRAY or dt.item is None:
+        data_type_losses(dt, type_at, "OneNET", losses)
+    else:
+        verbatim_losses(dt.written, type_at, "OneNET", losses)
     specs: Any
     if dt.type in (Kind.INT, Kind.FLOAT, Kind.DOUBLE):
         specs = {key: number_text(value) for key, value in (("min", dt.min), ("max", dt.max), ("step", dt.step)) if value is not None}

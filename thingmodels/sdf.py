@@ -28,6 +28,8 @@ SDF_BLOCK: Final = "x-sdf"
 CITYTWIN_URN: Final = "urn:citytwin:product:"
 _LEGACY = re.compile(r"odm[A-Z][A-Za-z]*")
 _FEATURES: Final = ("sdfProperty", "sdfAction", "sdfEvent")
+_DATA: Final = QUALITIES - {"sdfProperty", "sdfAction", "sdfEvent", "sdfData", "sdfObject", "sdfThing", "sdfRequired",
+                             "sdfInputData", "sdfOutputData"}
 _DEFINITION_ONLY: Final = frozenset(
     {"description", "label", "$comment", "sdfRequired", "sdfProperty", "sdfAction", "sdfEvent", "sdfData",
      "sdfObject", "sdfThing", "minItems", "maxItems"}
@@ -113,6 +115,10 @@ class _Importer:
         chosen = things or tops
         unreferenced = [t for t in chosen if f"/{t[0]}/{t[1]}" not in referenced]
         chosen = unreferenced or chosen
+        for key in doc:
+            if key not in ("info", "namespace", "defaultNamespace", "sdfThing", "sdfObject", "sdfData",
+                           "sdfProperty", "sdfAction", "sdfEvent"):
+                self.lose(pointer("", str(key)), f"top-level {key!r} has no TSL place; dropped")
         for section in ("sdfProperty", "sdfAction", "sdfEvent"):
             if section in doc:
                 self.lose(f"/{section}", f"top-level {section} outside any sdfObject or sdfThing is not a product feature; dropped")
@@ -268,7 +274,7 @@ class _Importer:
         entry["dataType"] = dt
         if ext:
             entry["x-citytwin"] = ext
-        self.unknown(prop, at, QUALITIES - _DEFINITION_ONLY | {"description", "label", "$comment"})
+        self.unknown(prop, at, _DATA)
         if "$comment" in prop:
             self.lose(pointer(at, "$comment"), "$comment has no TSL place; dropped")
         return entry
@@ -278,8 +284,10 @@ class _Importer:
             return []
         if data.get("type") == "object" or ("properties" in data and "type" not in data):
             fields = data.get("properties") if isinstance(data.get("properties"), Mapping) else {}
-            required = data.get("required") if isinstance(data.get("required"), list) else list(fields)
-            if set(fields) - set(required):
+            required = data.get("required") if isinstance(data.get("required"), list) else []
+            if not fields:
+                self.lose(at, "an object without properties: TSL has no parameter for it")
+            elif set(fields) - set(required):
                 self.lose(pointer(at, "required"), "optional parameters: TSL service inputs and outputs are all required")
             taken: set[str] = set()
             params = []
@@ -289,6 +297,8 @@ class _Importer:
                     param = self.param(str(name), sub, sub_at, taken)
                     if param is not None:
                         params.append(param)
+            if fields and not params:
+                self.lose(at, "no parameter here has a TSL type; the whole data definition is dropped")
             return params
         param = self.param(role, data, at, set())
         return [param] if param is not None else []
@@ -308,6 +318,7 @@ class _Importer:
         for key in ("writable", "readable", "observable"):
             if key in data:
                 self.lose(pointer(at, key), f"{key} means nothing on a parameter")
+        self.unknown(data, at, _DATA)
         if ext:
             entry["x-citytwin"] = ext
         return entry
@@ -322,7 +333,7 @@ class _Importer:
             parsed = parser.data_type(dt, "", "param")
             fits = parsed is not None and compile_check(parsed)(_tsl_value(value, dt)) is None
             if key == "const":
-                self.lose(pointer(at, "const"), f"const {value!r}: TSL has no constant"
+                self.lose(at, f"const {value!r}: TSL has no constant"
                           + ("; kept as the default" if fits and "default" not in node else ""))
             if fits and "default" not in ext:
                 ext["default"] = _tsl_value(value, dt)
@@ -337,7 +348,7 @@ class _Importer:
             return self.choice(node, at, role, ext)
         if isinstance(node.get("enum"), list):
             values = node["enum"]
-            self.lose(pointer(at, "enum"), "SDF enum values are strings; TSL enums are integers: imported as 0..n-1 named by the strings")
+            self.lose(at, "SDF enum values are strings; TSL enums are integers: imported as 0..n-1 named by the strings")
             return {"type": "enum", "specs": {str(i): str(v) for i, v in enumerate(values)}} if values else None
         kind = node.get("type")
         if kind is None and "const" in node:
@@ -443,9 +454,9 @@ class _Importer:
                 specs[str(value)] = alt.get("label") or name
             return {"type": "enum", "specs": specs}
         if all(c is None for c in consts) and all(a.get("type") in (None, "string") and len(a) <= 3 for _, a in alternatives):
-            self.lose(choice_at, "the choice names are the values in SDF; TSL enums are integers: imported as 0..n-1")
+            self.lose(at, "the choice names are the values in SDF; TSL enums are integers: imported as 0..n-1")
             return {"type": "enum", "specs": {str(i): a.get("label") or n for i, (n, a) in enumerate(alternatives)}}
-        self.lose(choice_at, "alternatives with their own types or ranges: TSL has no union type; the first typed alternative is kept")
+        self.lose(at, "alternatives with their own types or ranges: TSL has no union type; the first typed alternative is kept")
         for _, alt in alternatives:
             merged = {**{k: v for k, v in node.items() if k != "sdfChoice"}, **alt}
             if merged.get("type") is not None or "const" in merged:
@@ -462,6 +473,9 @@ class _Importer:
         if not isinstance(items, Mapping):
             self.lose(pointer(at, "items"), "array items are not one data definition; dropped")
             return None
+        for key in ("description", "label", "unit", "default", "const"):
+            if key in items:
+                self.lose(pointer(pointer(at, "items"), key), f"{key} of array items has no TSL place; dropped")
         item = self.data_type(items, pointer(at, "items"), "item", {})
         if item is None or item["type"] not in ("int", "float", "double", "text", "struct"):
             self.lose(pointer(at, "items"), "TSL arrays hold int, float, double, text or struct only; dropped")
@@ -480,8 +494,8 @@ class _Importer:
             self.lose(at, "an object inside a struct: TSL does not nest structs; dropped")
             return None
         fields = node.get("properties") if isinstance(node.get("properties"), Mapping) else {}
-        required = node.get("required")
-        if isinstance(required, list) and set(fields) - set(required):
+        required = node.get("required") if isinstance(node.get("required"), list) else []
+        if set(fields) - set(required):
             self.lose(pointer(at, "required"), "optional struct fields: every TSL struct field is required")
         taken: set[str] = set()
         specs = []

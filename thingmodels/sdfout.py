@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from citytwin.thingmodels.errors import pointer
-from citytwin.thingmodels.interchange import feature_pointers
+from citytwin.thingmodels.interchange import data_type_losses, feature_pointers, verbatim_losses
 from citytwin.thingmodels.sdf import CITYTWIN_URN, SDF_BLOCK
 from citytwin.thingmodels.tsl import Loss
 from citytwin.thingmodels.types import (
@@ -80,13 +80,16 @@ class _Exporter:
         namespace = dict(block["namespace"]) if isinstance(block.get("namespace"), Mapping) else {}
         default = block.get("defaultNamespace")
         derived = f"{default}.{name}" if isinstance(default, str) and default else name
-        if derived != model.product_key or not namespace:
+        if derived != model.product_key:
             namespace["citytwin"] = CITYTWIN_URN + model.product_key
             default = "citytwin"
-        doc["namespace"] = namespace
-        doc["defaultNamespace"] = default
+        if namespace:
+            doc["namespace"] = namespace
+        if isinstance(default, str):
+            doc["defaultNamespace"] = default
+        verbatim_losses(model.written, "", "SDF", self.losses, skip=(SDF_BLOCK,))
         body: dict[str, Any] = {}
-        if isinstance(block.get("label"), str):
+        if isinstance(block.get("label"), str) and block["label"] != name:
             body["label"] = block["label"]
         if model.ext.get("description"):
             body["description"] = model.ext["description"]
@@ -98,7 +101,7 @@ class _Exporter:
             objects: dict[str, Any] = {}
             for m_index, module in enumerate(model.modules.values()):
                 at = f"/modules/{m_index}"
-                obj: dict[str, Any] = {"label": module.name}
+                obj: dict[str, Any] = {"label": module.name} if module.name != module.identifier else {}
                 if module.description:
                     obj["description"] = module.description
                 if module.ref is not None:
@@ -118,6 +121,7 @@ class _Exporter:
         section_out: dict[str, Any] = {}
         for key, prop in properties.items():
             at = self.at[("properties", prefix + key)]
+            verbatim_losses(prop.written, at, "SDF", self.losses)
             entry: dict[str, Any] = {}
             if prop.name != key:
                 entry["label"] = prop.name
@@ -137,6 +141,7 @@ class _Exporter:
         actions: dict[str, Any] = {}
         for key, service in services.items():
             at = self.at[("services", prefix + key)]
+            verbatim_losses(service.written, at, "SDF", self.losses)
             entry = {}
             if service.name != key:
                 entry["label"] = service.name
@@ -157,6 +162,7 @@ class _Exporter:
         events_out: dict[str, Any] = {}
         for key, event in events.items():
             at = self.at[("events", prefix + key)]
+            verbatim_losses(event.written, at, "SDF", self.losses)
             entry = {}
             if event.name != key:
                 entry["label"] = event.name
@@ -190,6 +196,7 @@ class _Exporter:
         }
 
     def param(self, param: Param, key: str, at: str) -> dict[str, Any]:
+        verbatim_losses(param.written, at, "SDF", self.losses)
         entry: dict[str, Any] = {}
         if param.name != key:
             entry["label"] = param.name
@@ -200,6 +207,7 @@ class _Exporter:
     def schema(self, dt: DataType, ext: Mapping[str, Any], at: str, type_at: str | None = None) -> dict[str, Any]:
         """The SDF data qualities for a TSL data type (with ``default`` from the extension)."""
         type_at = type_at or pointer(at, "dataType")
+        data_type_losses(dt, type_at, "SDF", self.losses)
         specs_at = pointer(type_at, "specs")
         kind = dt.type
         out: dict[str, Any]
@@ -224,7 +232,9 @@ class _Exporter:
             if kind is Kind.FLOAT:
                 self.lose(pointer(type_at, "type"), "float is 32-bit in TSL; SDF numbers have no precision")
         elif kind is Kind.BOOL:
-            out = {"type": "boolean", "sdfChoice": self.choices([(False, dt.names.get(0, "false")), (True, dt.names.get(1, "true"))])}
+            out = {"type": "boolean"}
+            if dict(dt.names) != {0: "false", 1: "true"}:
+                out["sdfChoice"] = self.choices([(False, dt.names.get(0, "false")), (True, dt.names.get(1, "true"))])
         elif kind is Kind.ENUM:
             out = {"type": "integer", "sdfChoice": self.choices(list(dt.names.items()))}
         elif kind is Kind.TEXT:
@@ -243,7 +253,8 @@ class _Exporter:
             assert dt.item is not None
             item = self.schema(dt.item, {}, at, pointer(specs_at, "item"))
             for key in sorted(set(item) - _ITEM_KEYS):
-                self.lose(pointer(pointer(specs_at, "item"), key), f"{key} of array items has no place in SDF items")
+                where = {"unit": "specs/unit", "multipleOf": "specs/step", "sdfType": "type"}.get(key, key)
+                self.lose(f"{specs_at}/item/{where}", f"{key} of array items has no place in SDF items")
                 item.pop(key)
             out = {"type": "array", "maxItems": dt.size, "items": item}
         if "default" in ext:
