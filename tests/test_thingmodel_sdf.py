@@ -86,7 +86,7 @@ def _normalised(doc: dict[str, Any]) -> dict[str, Any]:
         tops = expanded.get(section)
         if not isinstance(tops, dict):
             continue
-        if any(f"/{section}/{n}" not in referenced for n in tops) or section == "sdfObject" and "sdfThing" in expanded:
+        if any(f"/{section}/{n}" not in referenced for n in tops) or (section == "sdfObject" and "sdfThing" in expanded):
             for name in [n for n in tops if f"/{section}/{n}" in referenced]:
                 del tops[name]
             if not tops:
@@ -255,7 +255,7 @@ def test_library_model_round_trips_through_sdf(name: str) -> None:
 
 def test_round_trip_check_can_fail() -> None:
     model = load_library_model("pump")
-    doc, losses = to_sdf(model)
+    doc, _losses = to_sdf(model)
     back = parse_model(from_sdf(doc)[0])
     assert unexplained(model, back, [], _ucum_added) != []  # without the loss report the differences show
 
@@ -291,3 +291,37 @@ def test_units() -> None:
     assert to_senml("deg", "lat") == "lat" and to_senml("deg", "°") == "deg"
     assert to_senml("kPa", "kPa") is None and to_senml("m3/h", "m³/h") is None
     assert to_senml(None, "kW") == "kW" and to_senml(None, "furlong") is None
+
+
+# -- invalid SDF: one defect per file, its rule and place ---------------------------------------
+
+INVALID = Path(__file__).parent / "thingmodel_corpus" / "invalid-sdf"
+EXPECTED = json.loads((INVALID / "expected.json").read_text(encoding="utf-8"))
+
+
+def test_invalid_sdf_corpus_is_complete() -> None:
+    assert sorted(p.name for p in INVALID.glob("*.sdf.json")) == sorted([*EXPECTED, "valid.sdf.json"])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_invalid_sdf_case(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from citytwin.gateway.cli.main import main
+
+    expected = EXPECTED[name]
+    code = main(["model", "validate", "--lint", "--format", "json", str(INVALID / name)])
+    report = json.loads(capsys.readouterr().out)["files"][0]
+    assert report["format"] == "sdf"
+    found = {(f["rule"], f["pointer"], f["line"], f["column"]) for f in report["findings"]}
+    assert (expected["rule"], expected["pointer"], expected["line"], expected["column"]) in found
+    assert {f["rule"] for f in report["findings"]} - {"conversion-loss"} == {expected["rule"]}  # one defect each
+    warning = expected["rule"] in ("sdf-quality", "sdf-ref-remote")
+    assert code == (0 if warning else 1)
+    if warning:
+        assert main(["model", "validate", "--strict", str(INVALID / name)]) == 1
+
+
+def test_the_valid_sibling_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    from citytwin.gateway.cli.main import main
+
+    assert main(["model", "validate", str(INVALID / "valid.sdf.json")]) == 0
+    assert capsys.readouterr().out == f"{INVALID / 'valid.sdf.json'}: OK (sdf)\n"

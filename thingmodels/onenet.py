@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from citytwin.thingmodels.checks import INT32_MAX, INT32_MIN, number_text
 from citytwin.thingmodels.datatypes import IDENTIFIER, MAX_ARRAY_SIZE, MAX_TEXT_LENGTH
-from citytwin.thingmodels.errors import pointer
+from citytwin.thingmodels.errors import Issue, pointer
 from citytwin.thingmodels.interchange import (
     data_type_losses,
     feature_pointers,
@@ -303,3 +303,81 @@ def _tsl_type(raw: Any, at: str, losses: list[Loss], role: str) -> dict[str, Any
         return {"type": "int", "specs": {}}
     losses.append(Loss(pointer(at, "type"), f"type {kind!r} has no TSL form here ({', '.join(ONENET_TYPES)}); dropped"))
     return None
+
+
+# -- the rules --------------------------------------------------------------------------------
+
+_MODES: Final = {"properties": "property", "events": "event", "services": "service"}
+
+
+def check_onenet(doc: Any) -> list[Issue]:
+    """The OneNET thing-model rules docs/thing-models.md cites, each as an ``onenet-shape`` issue."""
+    if not isinstance(doc, Mapping):
+        return [Issue("", "a OneNET thing model must be a JSON object", "onenet-shape")]
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for section, mode in _MODES.items():
+        entries = doc.get(section, [])
+        if not isinstance(entries, list):
+            issues.append(Issue(f"/{section}", f"{section} must be an array", "onenet-shape"))
+            continue
+        for index, entry in enumerate(entries):
+            at = f"/{section}/{index}"
+            if not isinstance(entry, Mapping):
+                issues.append(Issue(at, "must be an object", "onenet-shape"))
+                continue
+            identifier = entry.get("identifier")
+            if not isinstance(identifier, str) or not IDENTIFIER.fullmatch(identifier):
+                issues.append(Issue(pointer(at, "identifier"), "identifier must be 1-50 letters, digits or '_', starting with a letter", "onenet-shape"))
+            elif identifier in seen:
+                issues.append(Issue(pointer(at, "identifier"), f"identifier {identifier!r} is used twice in the product", "onenet-shape"))
+            else:
+                seen.add(identifier)
+            if entry.get("functionType") not in ("u", "s"):
+                issues.append(Issue(pointer(at, "functionType"), "functionType must be 'u' (user) or 's' (system)", "onenet-shape"))
+            if entry.get("functionMode", mode) != mode:
+                issues.append(Issue(pointer(at, "functionMode"), f"functionMode must be {mode!r} here", "onenet-shape"))
+            if section == "properties":
+                if entry.get("accessMode") not in ("r", "rw"):
+                    issues.append(Issue(pointer(at, "accessMode"), "accessMode must be 'r' or 'rw'", "onenet-shape"))
+                _check_type(entry.get("dataType"), pointer(at, "dataType"), issues)
+            elif section == "events":
+                if entry.get("eventType", entry.get("type", "info")) not in ("info", "alert", "error"):
+                    issues.append(Issue(pointer(at, "eventType"), "eventType must be info, alert or error", "onenet-shape"))
+                _check_params(entry.get("outputData", []), pointer(at, "outputData"), issues)
+            else:
+                if entry.get("callType") not in ("sync", "async", "s", "a"):
+                    issues.append(Issue(pointer(at, "callType"), "callType must be sync or async", "onenet-shape"))
+                for key in ("input", "output", "inputData", "outputData"):
+                    if key in entry:
+                        _check_params(entry[key], pointer(at, key), issues)
+    return issues
+
+
+def _check_params(raw: Any, at: str, issues: list[Issue]) -> None:
+    if not isinstance(raw, list):
+        issues.append(Issue(at, "parameters must be an array", "onenet-shape"))
+        return
+    for index, entry in enumerate(raw):
+        p_at = pointer(at, index)
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("identifier"), str):
+            issues.append(Issue(p_at, "a parameter needs an identifier", "onenet-shape"))
+            continue
+        _check_type(entry.get("dataType"), pointer(p_at, "dataType"), issues)
+
+
+def _check_type(raw: Any, at: str, issues: list[Issue]) -> None:
+    if not isinstance(raw, Mapping) or raw.get("type") not in ONENET_TYPES:
+        issues.append(Issue(pointer(at, "type"), f"dataType.type must be one of {', '.join(ONENET_TYPES)}", "onenet-shape"))
+        return
+    specs = raw.get("specs")
+    if raw["type"] == "struct":
+        if not isinstance(specs, list):
+            issues.append(Issue(pointer(at, "specs"), "struct specs must be an array of fields", "onenet-shape"))
+        else:
+            _check_params(specs, pointer(at, "specs"), issues)
+    elif raw["type"] == "array":
+        if not isinstance(specs, Mapping) or specs.get("type") not in ONENET_TYPES:
+            issues.append(Issue(pointer(at, "specs"), "array specs need length, type and specs", "onenet-shape"))
+    elif specs is not None and not isinstance(specs, Mapping):
+        issues.append(Issue(pointer(at, "specs"), "specs must be an object", "onenet-shape"))

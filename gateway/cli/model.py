@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from citytwin.thingmodels.formats import Format, detect_format
-from citytwin.thingmodels.iotda import from_iotda, to_iotda
+from citytwin.thingmodels.iotda import check_iotda, from_iotda, to_iotda
 from citytwin.thingmodels.library import (
     library_document,
     library_names,
@@ -29,7 +29,7 @@ from citytwin.thingmodels.library import (
     load_library_model,
 )
 from citytwin.thingmodels.loader import Resolver, check_model
-from citytwin.thingmodels.onenet import from_onenet, to_onenet
+from citytwin.thingmodels.onenet import check_onenet, from_onenet, to_onenet
 from citytwin.thingmodels.positions import DocumentSyntaxError, ParsedDocument, parse_document
 from citytwin.thingmodels.rules import Severity, severity_of
 from citytwin.thingmodels.sdf import SdfImportError, from_sdf
@@ -109,13 +109,15 @@ def _validate_foreign(parsed: ParsedDocument, source: str, fmt: Format, lint: bo
     """An SDF, IoTDA or OneNET document: its own rules first (SDF), then the converted model."""
     report = Report(source)
     data = parsed.data
+    rules = {Format.SDF: lambda d: check_sdf(d, others), Format.IOTDA: check_iotda, Format.ONENET: check_onenet}[fmt]
+    for issue in rules(data):
+        finding = _finding(source, parsed, issue.pointer, issue.rule, issue.message)
+        if finding.severity is Severity.ERROR or lint:
+            report.findings.append(finding)
+    if report.errors:
+        report.findings.sort(key=lambda f: (f.line, f.column))
+        return report
     if fmt is Format.SDF:
-        for issue in check_sdf(data, others):
-            finding = _finding(source, parsed, issue.pointer, issue.rule, issue.message)
-            if finding.severity is Severity.ERROR or lint:
-                report.findings.append(finding)
-        if report.errors:
-            return report
         doc, losses = from_sdf(data, others)
     elif fmt is Format.IOTDA:
         doc, losses = from_iotda(data)
@@ -124,8 +126,9 @@ def _validate_foreign(parsed: ParsedDocument, source: str, fmt: Format, lint: bo
     model, findings = _converted(source, fmt, doc, file_resolver(Path(source).parent))
     report.findings.extend(findings)
     if lint:
+        flagged = {f.pointer for f in report.findings}  # a broken rule already says what is lost there
         report.findings.extend(_finding(source, parsed, loss.pointer, "conversion-loss", f"{loss.what} (lost converting from {fmt})",
-                                        Severity.WARNING) for loss in losses)
+                                        Severity.WARNING) for loss in losses if loss.pointer not in flagged)
     report.model = model
     report.findings.sort(key=lambda f: (f.line, f.column))
     return report
@@ -406,7 +409,7 @@ def _load_for_convert(args: argparse.Namespace) -> tuple[ThingModel | None, list
     return model, findings, losses, fmt
 
 
-_DETAIL = re.compile(r"'[^']*'|\"[^\"]*\"|-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+_DETAIL = re.compile(r"'[^']*'|\"[^\"]*\"|(?<![\w.-])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w-])")
 
 
 def loss_kind(loss: Loss) -> str:
