@@ -42,7 +42,8 @@ def detect_format(doc: Any) -> Format | None:
         return Format.SDF  # a pre-RFC OneDM file: the SDF importer refuses its odm* keywords by name
     if "service_capabilities" in doc or ("services" in doc and "device_type" in doc):
         return Format.IOTDA
-    body = doc.get("data") if isinstance(doc.get("data"), Mapping) and "properties" not in doc else doc
+    data = doc.get("data")
+    body: Mapping[str, Any] = data if isinstance(data, Mapping) and "properties" not in doc else doc
     if any(
         isinstance(p, Mapping) and ("functionType" in p or "functionMode" in p)
         for section in ("properties", "events", "services")

@@ -9,7 +9,8 @@ library model, so every feature has one address whichever way its module was wri
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from citytwin.thingmodels.datatypes import IDENTIFIER
 from citytwin.thingmodels.errors import pointer
@@ -18,6 +19,16 @@ from citytwin.thingmodels.tsl import Loss
 from citytwin.thingmodels.types import MODULE_SEPARATOR, DataType, Kind, ThingModel, Written
 
 SECTIONS: Final = ("properties", "events", "services")
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (for lenient importers)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def listing(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
 
 
 def tsl_identifier(name: str, at: str, losses: list[Loss], feature: bool = True, taken: set[str] | None = None) -> str:
@@ -60,15 +71,19 @@ def product_key(text: str) -> str:
     return fixed if PRODUCT_KEY.fullmatch(fixed) else "imported"
 
 
+def _own(model: ThingModel) -> tuple[list[str], list[str], list[str]]:
+    properties, events, services = model.own()
+    return list(properties), list(events), list(services)
+
+
 def feature_pointers(model: ThingModel) -> dict[tuple[str, str], str]:
     """(section, qualified identifier) -> the feature's pointer in our document."""
     found: dict[tuple[str, str], str] = {}
-    own = model.own()
-    for section, features in zip(SECTIONS, own, strict=True):
+    for section, features in zip(SECTIONS, _own(model), strict=True):
         for index, key in enumerate(features):
             found[(section, key)] = f"/{section}/{index}"
     for m_index, module in enumerate(model.modules.values()):
-        for section, features in zip(SECTIONS, module.model.own(), strict=True):
+        for section, features in zip(SECTIONS, _own(module.model), strict=True):
             for index, key in enumerate(features):
                 found[(section, f"{module.identifier}{MODULE_SEPARATOR}{key}")] = f"/modules/{m_index}/{section}/{index}"
     return found

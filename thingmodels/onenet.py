@@ -21,6 +21,7 @@ from citytwin.thingmodels.errors import Issue, pointer
 from citytwin.thingmodels.interchange import (
     data_type_losses,
     feature_pointers,
+    mapping,
     product_key,
     tsl_identifier,
     verbatim_losses,
@@ -144,7 +145,7 @@ def from_onenet(doc: Mapping[str, Any], product: str | None = None) -> tuple[dic
     """Our document for a OneNET thing model, and what TSL could not take from it."""
     losses: list[Loss] = []
     body: Mapping[str, Any] = doc["data"] if isinstance(doc.get("data"), Mapping) and "properties" not in doc else doc
-    profile = body.get("profile") if isinstance(body.get("profile"), Mapping) else {}
+    profile = mapping(body.get("profile"))
     key = product or str(profile.get("productId") or "imported")
     out: dict[str, Any] = {"profile": {"productKey": product_key(key)}}
     if isinstance(body.get("version"), str) and body["version"]:

@@ -19,7 +19,13 @@ from typing import Any, Final
 from citytwin.thingmodels.checks import INT32_MAX, INT32_MIN, compile_check
 from citytwin.thingmodels.datatypes import MAX_ARRAY_SIZE, MAX_TEXT_LENGTH, DataTypeParser
 from citytwin.thingmodels.errors import pointer
-from citytwin.thingmodels.interchange import module_identifier, product_key, tsl_identifier
+from citytwin.thingmodels.interchange import (
+    listing,
+    mapping,
+    module_identifier,
+    product_key,
+    tsl_identifier,
+)
 from citytwin.thingmodels.sdfrefs import QUALITIES, expand, namespace_uri
 from citytwin.thingmodels.tsl import Loss
 from citytwin.thingmodels.units import from_senml
@@ -122,7 +128,7 @@ class _Importer:
         for section in ("sdfProperty", "sdfAction", "sdfEvent"):
             if section in doc:
                 self.lose(f"/{section}", f"top-level {section} outside any sdfObject or sdfThing is not a product feature; dropped")
-        info = doc.get("info") if isinstance(doc.get("info"), Mapping) else {}
+        info = mapping(doc.get("info"))
         out: dict[str, Any] = {"profile": {"productKey": ""}}
         if isinstance(info.get("version"), str):
             out["profile"]["version"] = info["version"]
@@ -283,8 +289,8 @@ class _Importer:
         if not isinstance(data, Mapping):
             return []
         if data.get("type") == "object" or ("properties" in data and "type" not in data):
-            fields = data.get("properties") if isinstance(data.get("properties"), Mapping) else {}
-            required = data.get("required") if isinstance(data.get("required"), list) else []
+            fields = mapping(data.get("properties"))
+            required = listing(data.get("required"))
             if not fields:
                 self.lose(at, "an object without properties: TSL has no parameter for it")
             elif set(fields) - set(required):
@@ -493,8 +499,8 @@ class _Importer:
         if role == "field":
             self.lose(at, "an object inside a struct: TSL does not nest structs; dropped")
             return None
-        fields = node.get("properties") if isinstance(node.get("properties"), Mapping) else {}
-        required = node.get("required") if isinstance(node.get("required"), list) else []
+        fields = mapping(node.get("properties"))
+        required = listing(node.get("required"))
         if set(fields) - set(required):
             self.lose(pointer(at, "required"), "optional struct fields: every TSL struct field is required")
         taken: set[str] = set()
