@@ -11,7 +11,8 @@ import pytest
 from thingmodel_roundtrip import unexplained
 
 from citytwin.thingmodels.formats import Format, detect_format
-from citytwin.thingmodels.iotda import check_iotda, from_iotda, to_iotda
+from citytwin.thingmodels.iotda import from_iotda, to_iotda
+from citytwin.thingmodels.iotdacheck import check_iotda
 from citytwin.thingmodels.library import library_names, load_library_model
 from citytwin.thingmodels.loader import parse_model
 from citytwin.thingmodels.types import AccessMode, CallType, Kind
