@@ -1,4 +1,4 @@
-"""SDF data definitions (RFC 9880 §4.7 data qualities) to TSL data types, every loss listed.
+"""SDF data definitions (RFC 9880 data qualities) to TSL data types, every loss listed.
 
 integer/number -> int (double beyond int32 or with fractional bounds), ``minimum``/``maximum``
 -> min/max, ``multipleOf`` -> step, SenML ``unit`` -> display unit and UCUM code; string ->

@@ -1,4 +1,4 @@
-"""``sdfRef`` resolution for SDF documents (RFC 9880 §4.4): pure, on documents already read.
+"""``sdfRef`` resolution for SDF documents: pure, on documents already read.
 
 A reference is ``#/pointer`` (this document) or ``prefix:#/pointer`` (a namespace the
 document declares). A namespace resolves to a document given to us whose ``defaultNamespace``

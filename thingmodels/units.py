@@ -1,10 +1,10 @@
 """SenML unit names (what SDF's ``unit`` holds) to and from the UCUM codes of our models.
 
-SDF takes its units from the SenML Units registry (RFC 8428 §12.1, RFC 8798) and its
-secondary-units registry (RFC 8798 §3); our models carry a display unit (``°C``) and, in the
+SDF takes its units from IANA's SenML Units registry (RFC 8428, extended by RFC 8798) and its
+Secondary Units registry (RFC 8798); our models carry a display unit (``°C``) and, in the
 ``x-citytwin`` block, its UCUM code (``Cel``). Only the units below have a name in both; the
 rest travel as a loss, never as a guess. A SenML unit whose name holds a colon is a URI unit
-in SDF (RFC 9880 §4.5): it has no UCUM code here either.
+in SDF (the registry's note for RFC 9880): it has no UCUM code here either.
 """
 
 from __future__ import annotations
