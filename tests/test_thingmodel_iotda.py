@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 import pytest
-from thingmodel_roundtrip import unexplained
+from thingmodel_roundtrip import mutations, unexplained
 
 from citytwin.thingmodels.formats import Format, detect_format
 from citytwin.thingmodels.iotda import from_iotda, to_iotda
 from citytwin.thingmodels.iotdacheck import check_iotda
 from citytwin.thingmodels.library import library_names, load_library_model
-from citytwin.thingmodels.loader import parse_model
+from citytwin.thingmodels.loader import check_model, parse_model
 from citytwin.thingmodels.types import AccessMode, CallType, Kind
 
 PRODUCT: dict[str, Any] = {
@@ -93,3 +93,13 @@ def test_rules_catch_a_bad_model() -> None:
         ("/service_capabilities/0/properties/1/method", "iotda-shape"),
         ("/service_capabilities/1/service_id", "iotda-shape"),
     }
+
+
+def test_no_crash_on_mutated_models() -> None:
+    docs = [to_iotda(load_library_model(n))[0] for n in library_names()] + [PRODUCT]
+    for doc in mutations(docs, 800, seed=14):
+        check_iotda(doc)
+        ours, _ = from_iotda(doc)
+        model, issues = check_model(ours)
+        if model is not None and not issues:
+            to_iotda(model)

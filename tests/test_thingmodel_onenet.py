@@ -8,11 +8,11 @@ import json
 from typing import Any
 
 import pytest
-from thingmodel_roundtrip import unexplained
+from thingmodel_roundtrip import mutations, unexplained
 
 from citytwin.thingmodels.formats import Format, detect_format
 from citytwin.thingmodels.library import library_names, load_library_model
-from citytwin.thingmodels.loader import parse_model
+from citytwin.thingmodels.loader import check_model, parse_model
 from citytwin.thingmodels.onenet import check_onenet, from_onenet, to_onenet
 from citytwin.thingmodels.types import CallType, EventType, Kind
 
@@ -87,3 +87,13 @@ def test_rules_catch_a_bad_model() -> None:
     assert {i.pointer for i in check_onenet(bad)} == {
         "/properties/0/functionType", "/properties/1/accessMode", "/events/0/eventType", "/services/0/input/0/dataType/type",
     }
+
+
+def test_no_crash_on_mutated_models() -> None:
+    docs = [to_onenet(load_library_model(n))[0] for n in library_names()] + [MODEL]
+    for doc in mutations(docs, 800, seed=15):
+        check_onenet(doc)
+        ours, _ = from_onenet(doc)
+        model, issues = check_model(ours)
+        if model is not None and not issues:
+            to_onenet(model)

@@ -16,10 +16,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from thingmodel_roundtrip import unexplained
+from thingmodel_roundtrip import mutations, unexplained
 
 from citytwin.thingmodels.library import library_names, load_library_model
-from citytwin.thingmodels.loader import parse_model
+from citytwin.thingmodels.loader import check_model, parse_model
 from citytwin.thingmodels.sdf import SdfImportError, from_sdf
 from citytwin.thingmodels.sdfcheck import check_sdf
 from citytwin.thingmodels.sdfout import to_sdf
@@ -325,3 +325,32 @@ def test_the_valid_sibling_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["model", "validate", str(INVALID / "valid.sdf.json")]) == 0
     assert capsys.readouterr().out == f"{INVALID / 'valid.sdf.json'}: OK (sdf)\n"
+
+
+def test_no_crash_on_mutated_corpus_files() -> None:
+    _corpus()
+    docs = [json.loads(f.read_text(encoding="utf-8")) for f in FILES]
+    for doc in mutations(docs, 600, seed=16):
+        check_sdf(doc)
+        try:
+            ours, _ = from_sdf(doc)
+        except SdfImportError:
+            continue
+        model, issues = check_model(ours)
+        if model is not None and not issues:
+            to_sdf(model)
+
+
+def test_every_corpus_file_through_the_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from citytwin.gateway.cli.main import main
+
+    _corpus()
+    for path in FILES:
+        code = main(["model", "convert", str(path), "--to", "tsl", "-o", str(tmp_path / "out.json")])
+        err = capsys.readouterr().err
+        if path.name in LEGACY:
+            assert code == 1 and "pre-RFC OneDM keywords" in err and "[sdf-legacy]" in err, path.name
+        else:
+            assert code == 0 and "converting from sdf" in err, (path.name, err)
+            assert main(["model", "validate", str(tmp_path / "out.json")]) == 0, path.name
+            capsys.readouterr()

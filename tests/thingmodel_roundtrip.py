@@ -86,3 +86,41 @@ def unexplained(
             continue
         found.append(f"{at}: {old!r} -> {new!r}")
     return found
+
+
+_ODD: list[Any] = [None, 0, -1, 1.5, "", "x", [], {}, [1, "a"], {"a": 1}, True, 2**40, "#/nope", "pg:#/x",
+                   {"sdfRef": "#/sdfData"}]
+
+
+def mutations(docs: list[Any], count: int, seed: int) -> Iterable[Any]:
+    """``count`` copies of the documents, each with one to three values replaced by odd ones
+    (or keys deleted): deterministic, so a crash it finds is reproducible."""
+    import copy
+    import random
+
+    rnd = random.Random(seed)
+
+    def places(node: Any, at: tuple[Any, ...] = ()) -> Iterable[tuple[Any, ...]]:
+        yield at
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            yield from places(value, (*at, key))
+
+    for _ in range(count):
+        doc = copy.deepcopy(rnd.choice(docs))
+        spots = list(places(doc))[1:]
+        for _ in range(rnd.randint(1, 3)):
+            if not spots:
+                break
+            spot = rnd.choice(spots)
+            node = doc
+            try:
+                for key in spot[:-1]:
+                    node = node[key]
+                if rnd.random() < 0.3 and isinstance(node, dict):
+                    del node[spot[-1]]
+                else:
+                    node[spot[-1]] = copy.deepcopy(rnd.choice(_ODD))
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier change moved the place
+        yield doc

@@ -22,6 +22,7 @@ from citytwin.thingmodels.errors import pointer
 from citytwin.thingmodels.interchange import (
     data_type_losses,
     feature_pointers,
+    listing,
     module_identifier,
     product_key,
     tsl_identifier,
@@ -204,7 +205,7 @@ def _fields(dt: DataType, ext: Mapping[str, Any], at: str, losses: list[Loss]) -
 def from_iotda(doc: Mapping[str, Any], product: str | None = None) -> tuple[dict[str, Any], list[Loss]]:
     """Our document for an IoTDA product model, and what TSL could not take from it."""
     losses: list[Loss] = []
-    services = [(i, s) for i, s in enumerate(doc.get("service_capabilities") or doc.get("services") or [])
+    services = [(i, s) for i, s in enumerate(listing(doc.get("service_capabilities") or doc.get("services")))
                 if isinstance(s, Mapping)]
     section = "service_capabilities" if "service_capabilities" in doc else "services"
     master = [(i, s) for i, s in services if s.get("option") == "Master"]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from citytwin.thingmodels.errors import Issue, pointer
+from citytwin.thingmodels.interchange import listing
 from citytwin.thingmodels.iotda import IOTDA_TYPES, number_of
 
 METHODS: Final = ("R", "RW", "RE", "RWE", "W", "WE")
@@ -75,11 +76,11 @@ def check_iotda(doc: Any) -> list[Issue]:
 def _paras_of(entry: Mapping[str, Any], section: str) -> Iterator[tuple[tuple[int, int], Any]]:
     if section == "properties":
         return
-    for index, para in enumerate(entry.get("paras") or []):
+    for index, para in enumerate(listing(entry.get("paras"))):
         yield (-1, index), para
-    for r_index, response in enumerate(entry.get("responses") or [] if section == "commands" else []):
+    for r_index, response in enumerate(listing(entry.get("responses")) if section == "commands" else []):
         if isinstance(response, Mapping):
-            for index, para in enumerate(response.get("paras") or []):
+            for index, para in enumerate(listing(response.get("paras"))):
                 yield (r_index, index), para
 
 

@@ -272,7 +272,7 @@ class _Importer(SdfData):
             return []
         if data.get("type") == "object" or ("properties" in data and "type" not in data):
             fields = mapping(data.get("properties"))
-            required = listing(data.get("required"))
+            required = [r for r in listing(data.get("required")) if isinstance(r, str)]
             if not fields:
                 self.lose(at, "an object without properties: TSL has no parameter for it")
             elif set(fields) - set(required):

@@ -56,7 +56,7 @@ def check_sdf(doc: Any, others: Sequence[Mapping[str, Any]] = ()) -> list[Issue]
     names = doc.get("namespace", {})
     if not isinstance(names, Mapping) or not all(isinstance(v, str) for v in names.values()):
         issues.append(Issue("/namespace", "namespace must map prefixes to URI strings", "sdf-shape"))
-    elif "defaultNamespace" in doc and doc["defaultNamespace"] not in names:
+    elif "defaultNamespace" in doc and (not isinstance(doc["defaultNamespace"], str) or doc["defaultNamespace"] not in names):
         issues.append(Issue("/defaultNamespace", f"defaultNamespace {doc['defaultNamespace']!r} is not a prefix in namespace", "sdf-shape"))
     _definition(doc, "", issues, top=True)
     _, problems = expand(doc, others)

@@ -236,7 +236,7 @@ class SdfData:
             self.lose(at, "an object inside a struct: TSL does not nest structs; dropped")
             return None
         fields = mapping(node.get("properties"))
-        required = listing(node.get("required"))
+        required = [r for r in listing(node.get("required")) if isinstance(r, str)]
         if set(fields) - set(required):
             self.lose(pointer(at, "required"), "optional struct fields: every TSL struct field is required")
         taken: set[str] = set()
