@@ -117,3 +117,20 @@ def test_one_exit_rule_for_warnings(capsys: pytest.CaptureFixture[str], tmp_path
         assert run(capsys, "model", *argv, str(warned))[0] == 0
         assert run(capsys, "model", *argv, "--strict", str(warned))[0] == 1
     assert run(capsys, "model", "validate", "--strict", str(warned))[0] == 1  # --strict implies --lint
+
+
+def test_detect_format_by_content() -> None:
+    from citytwin.thingmodels.formats import Format, detect_format
+    from citytwin.thingmodels.library import library_document, library_names
+
+    tsl = Path(__file__).parent / "thingmodel_corpus" / "tsl"
+    assert {detect_format(json.loads(p.read_text(encoding="utf-8"))) for p in tsl.glob("*.json")} == {Format.TSL}
+    assert {detect_format(library_document(n)) for n in library_names()} <= {Format.CITYTWIN, Format.TSL}
+    assert detect_format(library_document("pump_station_modular")) is Format.CITYTWIN
+    assert detect_format({"@context": ["https://www.w3.org/2022/wot/td/v1.1"], "@type": "tm:ThingModel"}) is Format.WOT_TM
+    assert detect_format({"@context": "https://www.w3.org/2022/wot/td/v1.1", "title": "x"}) is Format.WOT_TD
+    assert detect_format({"sdfObject": {}}) is Format.SDF and detect_format({"odmObject": {}}) is Format.SDF
+    assert detect_format({"service_capabilities": []}) is Format.IOTDA
+    assert detect_format({"data": {"properties": [{"identifier": "a", "functionType": "u"}]}}) is Format.ONENET
+    assert detect_format({"properties": [{"identifier": "a", "dataType": {"type": "int"}}]}) is Format.TSL
+    assert detect_format({}) is None and detect_format([1]) is None and detect_format({"hello": 1}) is None
