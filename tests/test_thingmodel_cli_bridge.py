@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from citytwin.gateway.cli.main import main
@@ -32,6 +33,8 @@ def test_convert_takes_a_library_name_like_show(capsys: pytest.CaptureFixture[st
     # the TD says which broker it assumed, in the document and on stderr
     assert td["citytwin:assumedBroker"] == "mqtt://127.0.0.1:1883"
     assert "no --broker given; the TD assumes mqtt://127.0.0.1:1883" in err
+    schema = json.loads((ROOT / "thingmodels" / "schemas" / "td-schema.json").read_text(encoding="utf-8"))
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(td)) == []  # still a valid TD
     code, out, err = run(capsys, "model", "convert", "pump_station", "--to", "wot-td", "--broker", "mqtts://hub.example:8883")
     assert code == 0 and "citytwin:assumedBroker" not in json.loads(out) and "assumes" not in err
     assert json.loads(out)["forms"][0]["href"] == "mqtts://hub.example:8883"
