@@ -354,3 +354,15 @@ def test_every_corpus_file_through_the_cli(capsys: pytest.CaptureFixture[str], t
             assert code == 0 and "converting from sdf" in err, (path.name, err)
             assert main(["model", "validate", str(tmp_path / "out.json")]) == 0, path.name
             capsys.readouterr()
+
+
+def test_our_sdf_rules_agree_with_the_playground_schema() -> None:
+    """Every structural defect we flag, the OneDM playground's schema rejects too (reference
+    and namespace checks go beyond what a schema can see), and the valid sibling passes it."""
+    validator = _validator()
+    assert list(validator.iter_errors(json.loads((INVALID / "valid.sdf.json").read_text(encoding="utf-8")))) == []
+    structural = {"sdf-legacy", "sdf-quality", "sdf-shape", "sdf-type", "sdf-value-type"}
+    for name, expected in EXPECTED.items():
+        doc = json.loads((INVALID / name).read_text(encoding="utf-8"))
+        if expected["rule"] in structural and expected["pointer"] != "/defaultNamespace":
+            assert list(validator.iter_errors(doc)) != [], name
