@@ -57,6 +57,7 @@ def test_json_losses_are_machine_readable(capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and (doc["from"], doc["to"]) == ("citytwin", "sdf")
     assert {"pointer": "/services/0/callType", "what": "SDF has no service call type (sync)"} in doc["losses"]
     assert sum(k["count"] for k in doc["loss_kinds"]) == len(doc["losses"])
+    assert (doc["lost_reading"], doc["lost_writing"]) == (0, len(doc["losses"]))
     assert "sdfObject" in doc["documents"]["main"]
 
 

@@ -213,6 +213,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             print(finding, file=sys.stderr)
         return EXIT_INVALID
     assert fmt is not None
+    read_losses = len(losses)  # what our model could not take from the input; the rest, what --to cannot say
     documents, assumed = _export(model, args, losses)
     written: list[str] = []
     if args.output:
@@ -226,7 +227,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(json.dumps({"valid": True, "from": str(fmt), "to": args.to, "documents": documents, "written": written,
                           "assumed": assumed,
                           "losses": [{"pointer": x.pointer, "what": x.what} for x in losses],
-                          "loss_kinds": [{"kind": k, "count": n} for k, n in kinds.most_common()]},
+                          "loss_kinds": [{"kind": k, "count": n} for k, n in kinds.most_common()],
+                          "lost_reading": read_losses, "lost_writing": len(losses) - read_losses},
                          ensure_ascii=False, indent=2))
         return EXIT_OK
     if not args.output:
@@ -244,7 +246,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         for kind, count in kinds.most_common():
             print(f"loss ×{count}: {kind}", file=sys.stderr)
     hint = "" if args.verbose or not losses else " (--verbose lists each)"
-    print(f"{len(losses)} thing(s) the {args.to} format cannot express, converting from {fmt}{hint}", file=sys.stderr)
+    reading = f"{read_losses} thing(s) lost reading {fmt}; " if read_losses else ""
+    print(f"{reading}{len(losses) - read_losses} thing(s) the {args.to} format cannot express, converting from {fmt}{hint}",
+          file=sys.stderr)
     return EXIT_OK
 
 
