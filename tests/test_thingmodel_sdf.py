@@ -366,3 +366,16 @@ def test_our_sdf_rules_agree_with_the_playground_schema() -> None:
         doc = json.loads((INVALID / name).read_text(encoding="utf-8"))
         if expected["rule"] in structural and expected["pointer"] != "/defaultNamespace":
             assert list(validator.iter_errors(doc)) != [], name
+
+
+def test_sdfrequired_in_a_thing_names_features_of_its_objects() -> None:
+    doc = {"sdfThing": {"station": {
+        "sdfRequired": ["#/sdfThing/station/sdfObject/pump/sdfProperty/level", "#/sdfThing/station/sdfProperty/gone"],
+        "sdfProperty": {"level": {"type": "number"}},
+        "sdfObject": {"pump": {"sdfProperty": {"level": {"type": "number"}, "speed": {"type": "number"}}}}}}}
+    ours, losses = from_sdf(doc)
+    model = parse_model(ours)
+    assert model.properties["pump:level"].required
+    assert not model.properties["level"].required and not model.properties["pump:speed"].required
+    assert [(x.pointer, x.what) for x in losses] == [
+        ("/sdfThing/station/sdfRequired", "sdfRequired entry '#/sdfThing/station/sdfProperty/gone' names no feature that was imported")]

@@ -99,6 +99,11 @@ def _named(node: Mapping[str, Any], key: str) -> Iterator[tuple[str, Mapping[str
 class _Importer(SdfData):
     """The document's structure and features; ``SdfData`` converts the data definitions."""
 
+    def __init__(self, losses: list[Loss]) -> None:
+        super().__init__(losses)
+        self.required: list[tuple[str, str]] = []  # (where the sdfRequired list is, entry)
+        self.matched: set[tuple[str, str]] = set()
+
     # -- the document -----------------------------------------------------------------------
 
     def document(self, raw: Mapping[str, Any], doc: Mapping[str, Any], product: str | None) -> dict[str, Any]:
@@ -156,6 +161,9 @@ class _Importer(SdfData):
             prefix = doc.get("defaultNamespace")
             key = product_key(f"{prefix}.{name}" if isinstance(prefix, str) and prefix else name)
         out["profile"]["productKey"] = key
+        for entry in self.required:
+            if entry not in self.matched:
+                self.lose(entry[0], f"sdfRequired entry {entry[1]!r} names no feature that was imported")
         if ext:
             out["x-citytwin"] = ext
         if block:
@@ -206,12 +214,23 @@ class _Importer(SdfData):
     # -- features ---------------------------------------------------------------------------
 
     def features(self, definition: Mapping[str, Any], at: str, out: dict[str, Any]) -> None:
-        required = definition.get("sdfRequired")
-        wanted = {r.lstrip("#") for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+        """The features of one object or thing; ``sdfRequired`` entries are matched by their
+        last two tokens in the definition's own list (it may come through an sdfRef, naming
+        the referenced path) and exactly in an enclosing thing's list."""
+        own = [(pointer(at, "sdfRequired"), r) for r in listing(definition.get("sdfRequired")) if isinstance(r, str)]
+        self.required.extend(own)
         taken: set[str] = set()
 
         def is_required(section: str, name: str) -> bool:
-            return any(r.endswith(f"/{section}/{name}") for r in wanted)
+            found = False
+            for entry in self.required:
+                target = entry[1].lstrip("#")
+                here = f"{at}/{section}/{name}"
+                elsewhere = not target.startswith(at + "/")  # the path of a definition reached by sdfRef
+                if target == here or (entry in own and elsewhere and target.endswith(f"/{section}/{name}")):
+                    self.matched.add(entry)
+                    found = True
+            return found
 
         out["properties"] = []
         for name, prop in _named(definition, "sdfProperty"):
