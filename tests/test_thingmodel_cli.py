@@ -28,7 +28,7 @@ def test_validate_valid_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     path = tmp_path / "pump.json"
     path.write_text((Path(__file__).parent.parent / "thingmodels/standard/pump.json").read_text())
     code, out, err = run(capsys, "model", "validate", str(path))
-    assert (code, out) == (0, f"{path}: OK\n")
+    assert (code, out) == (0, f"{path}: OK (citytwin)\n")
     assert "1 file(s) checked: 0 error(s), 0 warning(s)" in err
 
 
@@ -86,12 +86,14 @@ def test_lint_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     warned = tmp_path / "warned.json"
     warned.write_text(json.dumps(doc, indent=2))
     code, out, _err = run(capsys, "model", "lint", str(warned))
-    assert code == 1
+    assert code == 0  # warnings exit 0 unless --strict, for lint as for validate --lint
+    assert run(capsys, "model", "lint", "--strict", str(warned))[0] == 1
     assert out.strip().endswith("warning: property 'flow' has no description (desc) [description-missing]")
     code, out, _err = run(capsys, "model", "validate", str(warned))
-    assert (code, out) == (0, f"{warned}: OK\n")  # warnings do not make a model invalid
+    assert (code, out) == (0, f"{warned}: OK (citytwin)\n")  # warnings do not make a model invalid
     code, out, _err = run(capsys, "model", "validate", "--lint", str(warned))
     assert code == 0 and "[description-missing]" in out
+    assert run(capsys, "model", "validate", "--lint", "--strict", str(warned))[0] == 1
 
 
 def test_module_references_resolve_beside_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -108,7 +110,7 @@ def test_module_references_resolve_beside_the_file(capsys: pytest.CaptureFixture
     }
     (tmp_path / "station.json").write_text(json.dumps(station))
     code, out, _err = run(capsys, "model", "validate", str(tmp_path / "station.json"))
-    assert (code, out) == (0, f"{tmp_path / 'station.json'}: OK\n")
+    assert (code, out) == (0, f"{tmp_path / 'station.json'}: OK (citytwin)\n")
 
 
 def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +148,7 @@ TSL = Path(__file__).parent / "thingmodel_corpus" / "tsl"
 def test_convert_tsl_modules_out_and_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     model = Path(__file__).parent.parent / "thingmodels/standard/pump_station_modular.json"
     out = tmp_path / "station.json"
-    code, _out, err = run(capsys, "model", "convert", str(model), "--to", "tsl", "-o", str(out))
+    code, _out, err = run(capsys, "model", "convert", str(model), "--to", "tsl", "-o", str(out), "--verbose")
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["station.json", "station.pump_1.json", "station.pump_2.json"]
     assert "loss: /properties/0/x-citytwin: x-citytwin extension (semanticType, ucum) has no TSL equivalent" in err

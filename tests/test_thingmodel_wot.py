@@ -408,10 +408,10 @@ def test_validate_checks_a_tm_as_a_tm(capsys: pytest.CaptureFixture[str], tmp_pa
     path.write_text(json.dumps(_tm(description="", title="Lamp {{N}}",
                                    properties={"on": {"type": "boolean", "description": ""}})))
     code, out, _err = _cli(capsys, "model", "validate", str(path))
-    assert (code, out.strip()) == (0, f"{path}: OK")
+    assert (code, out.strip()) == (0, f"{path}: OK (wot-tm)")
     code, out, _err = _cli(capsys, "model", "validate", "--lint", str(path))
     assert code == 0 and out.count("[wot-description-empty]") == 2 and "[tm-unfilled]" in out
-    code, out, _err = _cli(capsys, "model", "lint", "--set", "N=1", str(path))
+    code, out, _err = _cli(capsys, "model", "lint", "--strict", "--set", "N=1", str(path))
     assert code == 1 and "[tm-unfilled]" not in out
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from citytwin.gateway.cli.model import _load_for_convert, add_model_commands
+from citytwin.gateway.cli.model import add_model_commands
+from citytwin.gateway.cli.modelconvert import _load_for_convert
 from citytwin.thingmodels.rules import Severity
 from citytwin.thingmodels.tsl import to_document
 from citytwin.thingmodels.wot_tm_rules import WOT_RULES
@@ -62,7 +63,7 @@ def _verdict(name: str, entry: dict[str, Any]) -> tuple[str, Any, list[Any]]:
     argv = ["model", "convert", str(CORPUS / name), "--to", "citytwin"]
     for key, value in entry.get("set", {}).items():
         argv += ["--set", f"{key}={value}"]
-    model, findings, _losses = _load_for_convert(PARSER.parse_args(argv))
+    model, findings, _losses, _format = _load_for_convert(PARSER.parse_args(argv))
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if model is not None:
         return "valid", model, findings

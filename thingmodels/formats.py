@@ -47,12 +47,24 @@ def detect_format(doc: Any) -> Format | None:
         return Format.SDF  # a pre-RFC OneDM file: the SDF importer refuses its odm* keywords by name
     if "service_capabilities" in doc or ("services" in doc and "device_type" in doc):
         return Format.IOTDA
-    if "properties" in doc and any(
-        isinstance(p, Mapping) and "functionType" in p for p in _as_list(doc.get("properties"))
+    data = doc.get("data")
+    body: Mapping[str, Any] = data if isinstance(data, Mapping) and "properties" not in doc else doc
+    if any(
+        isinstance(p, Mapping) and ("functionType" in p or "functionMode" in p)
+        for section in ("properties", "events", "services")
+        for p in _as_list(body.get(section))
     ):
-        return Format.ONENET
+        return Format.ONENET  # OneNET marks every feature with functionType u/s and functionMode
+    if "modules" in doc or "x-citytwin" in doc:
+        return Format.CITYTWIN
     if "profile" in doc or "functionBlockId" in doc or ("schema" in doc and "properties" in doc):
         return Format.TSL
+    if any(
+        isinstance(p, Mapping) and "identifier" in p and "dataType" in p
+        for section in ("properties", "events", "services")
+        for p in _as_list(doc.get(section))
+    ):
+        return Format.TSL  # TSL-shaped but without a profile: the TSL checks say what is missing
     return None
 
 
