@@ -165,6 +165,8 @@ class Deframer:
         out: list[Packet | FrameError] = []
         while buf:
             start = buf.find(HEADER)
+            while 0 <= start and start + 2 < len(buf) and buf[start + 2] == 0x23:
+                start += 1  # "###0101": the header is the last two of a run of '#'
             if start != 0:
                 dropped = len(buf) if start < 0 else start
                 if start < 0 and buf.endswith(b"#"):
@@ -179,12 +181,12 @@ class Deframer:
                 break
             digits = bytes(buf[2:6])
             if not digits.isdigit():
-                del buf[:2]
+                del buf[:1]
                 out.append(FrameError("length", f"length field {digits!r} is not 4 decimal digits"))
                 continue
             size = int(digits)
             if size > self.max_data:
-                del buf[:2]
+                del buf[:1]
                 out.append(FrameError("length", f"data segment of {size} characters exceeds {self.max_data}"))
                 continue
             total = 6 + size + 6
@@ -192,7 +194,7 @@ class Deframer:
                 break
             frame = bytes(buf[:total])
             if frame[-2:] != TRAILER:
-                del buf[:2]  # the length is wrong: resynchronise on the next header
+                del buf[:1]  # the length is wrong: resynchronise on the next header
                 out.append(FrameError("length", f"no CR LF after the {size} characters the length announces"))
                 continue
             del buf[:total]
