@@ -154,7 +154,7 @@ def parse_ascii(body: bytes, series: bool = False) -> Report:
         elif token == "TT" and i + 1 < len(tokens):
             report.observed = tokens[i + 1]
             i += 2
-        elif token.startswith("DR") and len(token) == 5:
+        elif token.startswith("DR") and len(token) in (5, 8):  # DRxnn, or DR + DDhhmm
             report.step = token[2:]
             i += 1
         else:
