@@ -157,7 +157,7 @@ async def test_reports_arrive_with_quality_from_flags(station_driver: tuple[Hj21
 
 
 async def test_commands_clock_interval_history(station_driver: tuple[Hj212Driver, Sinks]) -> None:
-    driver, sinks = station_driver
+    driver, _ = station_driver
     sim = Hj212StationSimulator("127.0.0.1", driver.bound_port or 0, MN, "123456", "air", 60.0, seed=2)
     async with sim:
         await wait_for(lambda: sim.state.answered >= 1)

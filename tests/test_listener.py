@@ -101,7 +101,7 @@ async def test_same_identity_claimed_twice_is_refused(two: tuple[Hj212Driver, Co
 
 
 async def test_bad_crc_wrong_length_truncated_then_good(two: tuple[Hj212Driver, Collect, Hj212Driver, Collect, int]) -> None:
-    a, sink_a, _, _, port = two
+    _, sink_a, _, _, port = two
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     good = packet(MN_A)
     writer.write(good[:-6] + b"0000\r\n")  # bad CRC
@@ -155,7 +155,7 @@ async def test_unknown_identity_and_wrong_password_refused(two: tuple[Hj212Drive
 
 
 async def test_thousand_idle_connections_do_not_stop_a_station(two: tuple[Hj212Driver, Collect, Hj212Driver, Collect, int]) -> None:
-    a, sink_a, _, _, port = two
+    _, sink_a, _, _, port = two
     idle = []
     for _ in range(1000):
         idle.append(await asyncio.open_connection("127.0.0.1", port))
@@ -171,7 +171,7 @@ async def test_thousand_idle_connections_do_not_stop_a_station(two: tuple[Hj212D
 
 
 async def test_garbage_flood_is_cut_and_others_unaffected(two: tuple[Hj212Driver, Collect, Hj212Driver, Collect, int]) -> None:
-    a, sink_a, b, sink_b, port = two
+    _, sink_a, b, sink_b, port = two
     sim = Hj212StationSimulator("127.0.0.1", port, MN_B, "123456", "air", 0.05, seed=8, garbage=True)
     async with sim:
         await wait_for(lambda: sim.state.answered >= 2)

@@ -74,7 +74,7 @@ def bcd_value(raw: bytes, decimals: int) -> float | None:
     digits = raw[1:].hex() if negative else raw.hex()
     if not digits.isdigit():
         raise FrameError("format", f"value {raw.hex().upper()} is not BCD")
-    value = int(digits) / 10**decimals
+    value: float = int(digits) / 10**decimals
     return -value if negative else value
 
 

@@ -79,25 +79,25 @@ def encode(frame: Frame, *, bad_crc: bool = False) -> bytes:
     """The frame on the wire; ``bad_crc`` (simulator fault mode) flips the CRC's low bit."""
     multi = frame.total is not None and frame.seq is not None
     if frame.encoding == "hex":
-        addresses = (bytes([frame.centre]) + bytes.fromhex(frame.station)) if frame.uplink else (
+        raw_addresses = (bytes([frame.centre]) + bytes.fromhex(frame.station)) if frame.uplink else (
             bytes.fromhex(frame.station) + bytes([frame.centre]))
         info = ((frame.total or 0) << 12 | (frame.seq or 0)).to_bytes(3, "big") if multi else b""
         size = len(info) + len(frame.body)
         if size > MAX_BODY:
             raise ValueError(f"body of {size} bytes exceeds {MAX_BODY}")
-        head = (SOH_HEX + addresses + bytes.fromhex(frame.password) + bytes([frame.function])
+        head = (SOH_HEX + raw_addresses + bytes.fromhex(frame.password) + bytes([frame.function])
                 + ((0 if frame.uplink else 0x8000) | size).to_bytes(2, "big"))
         data = head + bytes([frame.start]) + info + frame.body + bytes([frame.end])
         crc = crc16(data) ^ (1 if bad_crc else 0)
         return data + crc.to_bytes(2, "big")
     centre = f"{frame.centre:02X}"
     addresses = centre + frame.station.upper() if frame.uplink else frame.station.upper() + centre
-    info = f"{frame.total:03X}{frame.seq:03X}".encode() if multi else b""
-    size = len(info) + len(frame.body)
+    text_info = f"{frame.total:03X}{frame.seq:03X}".encode() if multi else b""
+    size = len(text_info) + len(frame.body)
     if size > MAX_BODY:
         raise ValueError(f"body of {size} characters exceeds {MAX_BODY}")
-    head = f"{addresses}{frame.password.upper()}{frame.function:02X}{(0 if frame.uplink else 0x8000) | size:04X}"
-    data = bytes([SOH_ASCII]) + head.encode() + bytes([frame.start]) + info + frame.body + bytes([frame.end])
+    header = f"{addresses}{frame.password.upper()}{frame.function:02X}{(0 if frame.uplink else 0x8000) | size:04X}"
+    data = bytes([SOH_ASCII]) + header.encode() + bytes([frame.start]) + text_info + frame.body + bytes([frame.end])
     crc = crc16(data) ^ (1 if bad_crc else 0)
     return data + f"{crc:04X}".encode()
 
