@@ -35,14 +35,25 @@ ASCII_OVERHEAD = 29  # SOH + 2 + 10 + 4 + 2 + 4 + start + end + CRC 4
 Encoding = Literal["hex", "ascii"]
 
 
-def crc16(data: bytes) -> int:
-    """CRC-16, polynomial 0xA001 (reflected 0x8005), register 0xFFFF: the published frames
-    of the standard's examples carry this value high byte first."""
-    reg = 0xFFFF
-    for byte in data:
-        reg ^= byte
+def _table() -> tuple[int, ...]:
+    table = []
+    for value in range(256):
         for _ in range(8):
-            reg = (reg >> 1) ^ 0xA001 if reg & 1 else reg >> 1
+            value = (value >> 1) ^ 0xA001 if value & 1 else value >> 1
+        table.append(value)
+    return tuple(table)
+
+
+_TABLE = _table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16, polynomial 0xA001 (reflected 0x8005), register 0xFFFF, table-driven: the
+    published frames of the standard's examples carry this value high byte first."""
+    reg = 0xFFFF
+    table = _TABLE
+    for byte in data:
+        reg = (reg >> 8) ^ table[(reg ^ byte) & 0xFF]
     return reg
 
 
