@@ -48,7 +48,7 @@ class Wire:
     """What the listener needs of a protocol: its deframer, and who a frame says it is."""
 
     name: str
-    deframer: Callable[[], Deframer]
+    deframer: Callable[[Limits], Deframer]
     identity: Callable[[Any], tuple[str, str]]  # frame -> (identity, presented password)
     is_error: Callable[[Any], bool]
     crc_ok: Callable[[Any], bool]
@@ -220,7 +220,7 @@ class Listener:
     async def _converse(self, reader: asyncio.StreamReader, link: Link) -> tuple[Station | None, str]:
         limits = self.limits
         loop = asyncio.get_running_loop()
-        deframer = self.wire.deframer()
+        deframer = self.wire.deframer(limits)
         station: Station | None = None
         opened = last_good = loop.time()
         partial_since: float | None = None

@@ -76,3 +76,36 @@ async def test_calibration_flag_reaches_the_hub_as_uncertain(tmp_path: Path, mos
             assert report["properties"]["pm10"]["quality"] == "uncertain"
     finally:
         gateway.stop()
+
+
+HYDRO = ROOT / "deploy" / "examples" / "hydro-station.yaml"
+
+
+async def test_hydro_station_reports_and_answers_a_query(tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
+    from citytwin.simulators.hydro_station.station import HydroStationSimulator
+
+    port = free_port()
+    doc = yaml.safe_load(HYDRO.read_text())
+    doc["gateway"].update(id="ps-north-01", data_dir=str(tmp_path / "data"))
+    doc["hub"].update(url=mosquitto.url, reconnect_max=1.0, snapshot_interval=5)
+    doc["access"] = LAB_ACCESS
+    doc.setdefault("http", {})["enabled"] = False
+    doc["devices"] = doc["devices"][1:]  # the ponding-point level station, address 0012345678
+    doc["devices"][0]["connection"].update(host="127.0.0.1", port=port)
+    doc["devices"][0].update(poll_period=1.0, reconnect_min=0.1, reconnect_max=0.5)
+    config = tmp_path / "hydro.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    gateway = GatewayProcess(config)
+    gateway.start()
+    sim = HydroStationSimulator("127.0.0.1", port, "0012345678", "1234", interval=0.5, seed=13, reconnect_delay=0.1)
+    try:
+        async with sim:
+            report = await hub.wait_for("underpass-level-4/properties/report",
+                                        lambda r: "water_level" in r["properties"])
+            level = report["properties"]["water_level"]
+            assert level["quality"] == "good" and 0.5 <= level["value"] <= 10
+            reply = await hub.invoke("underpass-level-4", "set_clock", {"id": "h-1", "input": {}})
+            assert reply["status"] == "succeeded" and len(reply["output"]["time"]) == 12, reply
+    finally:
+        code = gateway.stop()
+    assert code == 0, gateway.output()

@@ -43,6 +43,24 @@ def test_standard_example_decodes_and_reencodes_byte_for_byte() -> None:
     assert codec.crc16(STANDARD_1062[6:107]) == 0x1C80
 
 
+def _crc_as_written(data: bytes) -> int:
+    """Annex A's algorithm step by step, as the standard writes it."""
+    reg = 0xFFFF
+    for byte in data:
+        reg = (reg >> 8) ^ byte
+        for _ in range(8):
+            carry = reg & 1
+            reg >>= 1
+            if carry:
+                reg ^= 0xA001
+    return reg
+
+
+def test_table_crc_equals_the_standards_algorithm() -> None:
+    for data in (b"", b"A", STANDARD_1062, bytes(range(256)) * 3):
+        assert codec.crc16(data) == _crc_as_written(data)
+
+
 def test_simulator_writes_what_the_codec_reads() -> None:
     seg = wire.segment("20260101000000001", "22", "2011", "123456", MN, 5,
                        "DataTime=20260101000000;a34004-Rtd=31.2,a34004-Flag=N")
@@ -195,3 +213,10 @@ async def test_long_packets_are_split_and_joined(station_driver: tuple[Hj212Driv
         await wait_for(lambda: sim.state.answered >= 1)
         await wait_for(lambda: any(r.point == "pm2_5" for r in sinks.readings))
     assert sim.state.sent >= 2  # the 60-pollutant packet went as several (D bit) packets
+
+
+def test_a_length_beyond_the_limit_is_refused_at_once() -> None:
+    deframer = codec.Deframer(max_data=1024)
+    items = deframer.feed(b"##2000QN=" + STANDARD_1062)
+    assert [getattr(i, "kind", None) for i in items][:1] == ["length"]
+    assert [i.cn for i in items if isinstance(i, codec.Packet)] == ["1062"]  # no waiting for 2000 characters

@@ -39,7 +39,7 @@ def _identity(packet: codec.Packet) -> tuple[str, str]:
 
 WIRE = Wire(
     "hj212",
-    lambda: codec.Deframer(lenient=True),  # the listener applies each station's CRC policy
+    lambda limits: codec.Deframer(max_data=limits.max_frame - 12, lenient=True),  # CRC policy: per station
     _identity,
     lambda item: isinstance(item, codec.FrameError),
     lambda item: bool(item.crc_ok),
@@ -68,9 +68,12 @@ class Hj212Driver(StationDriver, Invokable):
         super().__init__(connection.host, connection.port, connection.mn, limits, connection.crc == "lenient")
         self._conn = connection
         self._points = dict(points)
-        self._by_key: dict[str, list[tuple[str, Hj212Point]]] = {}
+        # per CP key: (point name, its flag key, the CNs that feed it or None for any, text?)
+        self._by_key: dict[str, list[tuple[str, str, frozenset[str] | None, bool]]] = {}
         for name, point in self._points.items():
-            self._by_key.setdefault(point.key, []).append((name, point))
+            route = (name, f"{point.key.split('-', 1)[0]}-Flag", None if point.cn is None else frozenset(point.cn),
+                     point.text)
+            self._by_key.setdefault(point.key, []).append(route)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._splits: dict[str, dict[int, str]] = {}
         self._pending: dict[str, _Pending] = {}
@@ -142,23 +145,28 @@ class Hj212Driver(StationDriver, Invokable):
             except ValueError as exc:
                 time_problem = str(exc)
         readings: list[Reading] = []
-        for key, raw in cp.values.items():
-            for name, point in self._by_key.get(key, ()):
-                if point.cn is not None and packet.cn not in point.cn:
+        by_key = self._by_key
+        values = cp.values
+        cn = packet.cn
+        for key, raw in values.items():
+            routes = by_key.get(key)
+            if routes is None:
+                continue
+            for name, flag_key, cns, text in routes:
+                if cns is not None and cn not in cns:
                     continue
-                readings.append(self._reading(name, point, raw, cp.values, ts, time_problem))
+                readings.append(self._reading(name, key, raw, values.get(flag_key), text, ts, time_problem))
         return readings
 
-    def _reading(self, name: str, point: Hj212Point, raw: str, values: Mapping[str, str], ts: int,
+    @staticmethod
+    def _reading(name: str, key: str, raw: str, flag: str | None, text: bool, ts: int,
                  time_problem: str | None) -> Reading:
         value: Any = raw
-        if not point.text:
+        if not text:
             try:
                 value = float(raw)
             except ValueError:
-                return Reading(name, None, ts, Quality.BAD, f"{point.key}={raw[:20]!r} is not a number")
-        code = point.key.split("-", 1)[0]
-        flag = values.get(f"{code}-Flag")
+                return Reading(name, None, ts, Quality.BAD, f"{key}={raw[:20]!r} is not a number")
         if flag is None or flag == "N":
             if time_problem is not None:
                 return Reading(name, value, ts, Quality.UNCERTAIN, f"bad DataTime: {time_problem}")

@@ -36,7 +36,7 @@ def _identity(frame: frames.Frame) -> tuple[str, str]:
 
 WIRE = Wire(
     "sl651",
-    lambda: frames.Deframer(uplink=True, lenient=True),  # the listener applies each station's CRC policy
+    lambda limits: frames.Deframer(uplink=True, lenient=True),  # CRC policy: per station
     _identity,
     lambda item: isinstance(item, frames.FrameError),
     lambda item: bool(item.crc_ok),
