@@ -4,6 +4,7 @@ against our station simulator (a second, separately written reading of the stand
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -57,8 +58,12 @@ def _crc_as_written(data: bytes) -> int:
 
 
 def test_table_crc_equals_the_standards_algorithm() -> None:
-    for data in (b"", b"A", STANDARD_1062, bytes(range(256)) * 3):
-        assert codec.crc16(data) == _crc_as_written(data)
+    rng = random.Random(5)
+    samples = [b"", b"A", STANDARD_1062, bytes(range(256)) * 3]
+    samples += [bytes(rng.randrange(256) for _ in range(size)) for size in range(1, 80)]
+    samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(80, 9999))) for _ in range(20)]
+    for data in samples:
+        assert codec.crc16(data) == _crc_as_written(data), len(data)
 
 
 def test_simulator_writes_what_the_codec_reads() -> None:
