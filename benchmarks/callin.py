@@ -109,7 +109,10 @@ async def _measure(port: int, seconds: float, count: object, latencies: list[flo
     result = {"packets": n1 - n0, "packets_per_s": (n1 - n0) / (t1 - t0), "cpu_cores": (cpu1 - cpu0) / (t1 - t0),
             "rss_mb": _rss_mb(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0) if ordered else float("nan")}
     print(json.dumps(result), flush=True)
-    os._exit(0)  # no orderly teardown of 1,000 connections: the figures are taken
+    # keep answering until the load side is done (it says so on stdin), then leave without
+    # an orderly teardown of 1,000 connections: the figures are taken
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    os._exit(0)
 
 
 # -- the load side ----------------------------------------------------------------------
@@ -167,6 +170,8 @@ def _run(kind: str, stations: int, seconds: float) -> dict[str, float]:
 
     asyncio.run(main())
     result: dict[str, float] = json.loads(proc.stdout.readline())
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
     proc.wait(30)
     result["answers"], result["sent"] = answers[0], sent[0]
     return result
@@ -185,10 +190,12 @@ def main() -> None:
     gateway = _run("gateway", args.stations, args.seconds)
     offered = args.stations * args.seconds
     print(f"{args.stations} HJ 212 stations x 1 packet/s ({POLLUTANTS} pollutants), {args.seconds:g} s measured")
-    print(f"{'':10} {'packets/s':>10} {'sent':>7} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU cores':>10} {'RSS MB':>8}")
+    print(f"{'':10} {'packets/s':>10} {'sent':>7} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+          f"{'CPU cores':>10} {'CPU us/pkt':>11} {'RSS MB':>8}")
     for name, r in (("baseline", baseline), ("gateway", gateway)):
         print(f"{name:10} {r['packets_per_s']:10.0f} {r['sent']:7.0f} {r['answers']:9.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
-              f"{r['max_ms']:8.1f} {r['cpu_cores']:10.2f} {r['rss_mb']:8.1f}")
+              f"{r['max_ms']:8.1f} {r['cpu_cores']:10.2f} {r['cpu_cores'] / r['packets_per_s'] * 1e6:11.0f} "
+              f"{r['rss_mb']:8.1f}")
     print(f"gateway/baseline: packets {gateway['packets_per_s'] / baseline['packets_per_s']:.2f}, "
           f"CPU {gateway['cpu_cores'] / max(baseline['cpu_cores'], 1e-9):.1f}x, RSS +{gateway['rss_mb'] - baseline['rss_mb']:.0f} MB; "
           f"offered {offered / args.seconds:.0f}/s")

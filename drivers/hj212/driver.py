@@ -68,12 +68,12 @@ class Hj212Driver(StationDriver, Invokable):
         super().__init__(connection.host, connection.port, connection.mn, limits, connection.crc == "lenient")
         self._conn = connection
         self._points = dict(points)
-        # per CP key: (point name, its flag key, the CNs that feed it or None for any, text?)
-        self._by_key: dict[str, list[tuple[str, str, frozenset[str] | None, bool]]] = {}
-        for name, point in self._points.items():
-            route = (name, f"{point.key.split('-', 1)[0]}-Flag", None if point.cn is None else frozenset(point.cn),
-                     point.text)
-            self._by_key.setdefault(point.key, []).append(route)
+        # per point: (CP key, point name, its flag key, the CNs that feed it or None for any, text?)
+        self._routes = tuple(
+            (point.key, name, f"{point.key.split('-', 1)[0]}-Flag",
+             None if point.cn is None else frozenset(point.cn), point.text)
+            for name, point in self._points.items()
+        )
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._splits: dict[str, dict[int, str]] = {}
         self._pending: dict[str, _Pending] = {}
@@ -145,17 +145,21 @@ class Hj212Driver(StationDriver, Invokable):
             except ValueError as exc:
                 time_problem = str(exc)
         readings: list[Reading] = []
-        by_key = self._by_key
         values = cp.values
         cn = packet.cn
-        for key, raw in values.items():
-            routes = by_key.get(key)
-            if routes is None:
+        good = Quality.GOOD
+        for key, name, flag_key, cns, text in self._routes:
+            raw = values.get(key)
+            if raw is None or (cns is not None and cn not in cns):
                 continue
-            for name, flag_key, cns, text in routes:
-                if cns is not None and cn not in cns:
+            flag = values.get(flag_key)
+            if not text and time_problem is None and (flag is None or flag == "N"):
+                try:  # the common case inline: a number flagged N
+                    readings.append(Reading(name, float(raw), ts, good))
                     continue
-                readings.append(self._reading(name, key, raw, values.get(flag_key), text, ts, time_problem))
+                except ValueError:
+                    pass
+            readings.append(self._reading(name, key, raw, flag, text, ts, time_problem))
         return readings
 
     @staticmethod
