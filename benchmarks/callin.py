@@ -5,9 +5,12 @@ listener and N ``Hj212Driver``s, each with a push sink that records packet-to-si
 (every packet carries its send time, epoch seconds, as pollutant ``w00000``; sender and
 server share the machine's clock). The load side, in this process, opens N connections,
 sends each station's packet once a second (staggered over the second) and counts the data
-answers (9014). The baseline, in the same run and with the same load: a bare asyncio server
-that only counts ``##`` frames (no parsing, no answers, no drivers) — the floor of Python
-sockets on this machine. Prints a table and writes a JSON record to ``benchmarks/results/``.
+answers (9014). Two baselines, in the same run with the same load: a bare asyncio server that
+only counts ``##`` frames (no parsing, no answers, no drivers) — the floor of Python sockets on
+this machine — and the same server answering every frame with a canned 9014 (the gateway's
+socket writes, with none of its work). Latency of the baselines is read from the same send
+time found in the bytes. CPU is what the kernel accounts to the server process. Prints a table
+and writes a JSON record to ``benchmarks/results/``.
 
     python -m benchmarks.callin [--stations 1000] [--seconds 20]
 """
@@ -55,6 +58,7 @@ async def _serve_gateway(stations: int, seconds: float) -> NoReturn:
     from citytwin.drivers.hj212.driver import Hj212Driver
 
     latencies: list[float] = []
+    trace: list[tuple[float, float]] = []
     points = {"sent": Hj212Point(key="w00000-Rtd"), **{f"p{i}": Hj212Point(key=f"w{i:05d}-Rtd") for i in range(1, POLLUTANTS)}}
 
     def sink(readings: list[Reading] | tuple[Reading, ...]) -> None:
@@ -62,6 +66,8 @@ async def _serve_gateway(stations: int, seconds: float) -> NoReturn:
         for reading in readings:
             if reading.point == "sent":
                 latencies.append(now - reading.value)
+                if os.environ.get("CALLIN_TRACE"):
+                    trace.append((now, now - reading.value))
 
     drivers = []
     port = 0
@@ -72,18 +78,27 @@ async def _serve_gateway(stations: int, seconds: float) -> NoReturn:
         await driver.connect()
         port = driver.bound_port or 0
         drivers.append(driver)
+    if os.environ.get("CALLIN_TRACE"):
+        import atexit
+        atexit.register(lambda: None)
+        asyncio.get_running_loop().call_later(
+            seconds + 1.4, lambda: Path(os.environ["CALLIN_TRACE"]).write_text(json.dumps(trace)))
     return await _measure(port, seconds, lambda: len(latencies), latencies)
 
 
-async def _serve_baseline(stations: int, seconds: float) -> NoReturn:
+async def _serve_baseline(stations: int, seconds: float, answer: bool = False) -> NoReturn:
     frames = 0
+    canned = codec.encode(codec.Packet("20260101000000000", "91", "9014", "123456", "BENCH000000", 4, ""))
     latencies: list[float] = []
     marker = b"w00000-Rtd="
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal frames
         while data := await reader.read(65536):
-            frames += data.count(b"##")
+            count = data.count(b"##")
+            frames += count
+            if answer:  # the same writes the gateway makes, with nothing decided
+                writer.write(canned * count)
             at = data.find(marker)  # the same send time the gateway's sink reads, found, not parsed
             if at >= 0:
                 latencies.append(time.time() - float(data[at + len(marker):data.find(b",", at)]))
@@ -181,18 +196,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--serve", choices=["gateway", "baseline"], default=None)
+    parser.add_argument("--serve", choices=["gateway", "baseline", "answering"], default=None)
     args = parser.parse_args()
     if args.serve:
-        serve = _serve_gateway if args.serve == "gateway" else _serve_baseline
-        asyncio.run(serve(args.stations, args.seconds))
+        if args.serve == "gateway":
+            asyncio.run(_serve_gateway(args.stations, args.seconds))
+        asyncio.run(_serve_baseline(args.stations, args.seconds, answer=args.serve == "answering"))
     baseline = _run("baseline", args.stations, args.seconds)
+    answering = _run("answering", args.stations, args.seconds)
     gateway = _run("gateway", args.stations, args.seconds)
     offered = args.stations * args.seconds
     print(f"{args.stations} HJ 212 stations x 1 packet/s ({POLLUTANTS} pollutants), {args.seconds:g} s measured")
     print(f"{'':10} {'packets/s':>10} {'sent':>7} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'CPU cores':>10} {'CPU us/pkt':>11} {'RSS MB':>8}")
-    for name, r in (("baseline", baseline), ("gateway", gateway)):
+    for name, r in (("baseline", baseline), ("answering", answering), ("gateway", gateway)):
         print(f"{name:10} {r['packets_per_s']:10.0f} {r['sent']:7.0f} {r['answers']:9.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
               f"{r['max_ms']:8.1f} {r['cpu_cores']:10.2f} {r['cpu_cores'] / r['packets_per_s'] * 1e6:11.0f} "
               f"{r['rss_mb']:8.1f}")
@@ -201,7 +218,7 @@ def main() -> None:
           f"offered {offered / args.seconds:.0f}/s")
     record = {"benchmark": "callin", "stations": args.stations, "seconds": args.seconds, "pollutants": POLLUTANTS,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "baseline": baseline, "gateway": gateway, "time": time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())}
+              "baseline": baseline, "answering": answering, "gateway": gateway, "time": time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())}
     out = Path(__file__).parent / "results" / f"callin-{record['time']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {out}")
