@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -204,3 +205,27 @@ async def test_listener_protocols_do_not_share_a_port() -> None:
             await hydro.connect()
     finally:
         await a.close()
+
+
+async def test_password_file_and_idle_cut(tmp_path: Path) -> None:
+    secret = tmp_path / "station.pw"
+    secret.write_text("654321\n")
+    conn = Hj212Connection(host="127.0.0.1", port=0, mn=MN_A, password_file=secret, idle_timeout=0.5)
+    d = Hj212Driver(conn, {"pm2_5": Hj212Point(key="a34004-Rtd")})
+    sink = Collect()
+    d.set_link_sink(sink.link)
+    d.set_push_sink(sink.push)
+    await d.connect()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", d.bound_port or 0)
+        writer.write(packet(MN_A, pw="654321"))
+        assert b"CN=9014" in await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # silent past idle_timeout: cut
+        await wait_for(lambda: len(sink.links) == 2)
+        assert sink.links[0] == (True, None) and "silent for 0.5 s" in (sink.links[1][1] or "")
+        writer.close()
+    finally:
+        await d.close()
+    missing = Hj212Driver(Hj212Connection(host="127.0.0.1", port=0, mn=MN_A, password_file=tmp_path / "nope"), {})
+    with pytest.raises(ConnectError, match="cannot read the password file"):
+        await missing.connect()

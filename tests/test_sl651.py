@@ -143,9 +143,10 @@ class Sinks:
         self.links.append((up, reason))
 
 
-@pytest.fixture
-async def hydro() -> AsyncIterator[tuple[Sl651Driver, Sinks]]:
-    conn = Sl651Connection(host="127.0.0.1", port=0, station=STATION, password=SecretStr("1234"), timeout=3.0)
+@pytest.fixture(params=["hex", "ascii"])
+async def hydro(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Sl651Driver, Sinks]]:
+    conn = Sl651Connection(host="127.0.0.1", port=0, station=STATION, password=SecretStr("1234"), timeout=3.0,
+                           encoding=request.param)  # the encoding of our queries
     driver = Sl651Driver(conn, POINTS)
     sinks = Sinks()
     driver.set_push_sink(sinks.push)
