@@ -378,6 +378,42 @@ def _cjt188_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Dr
     )
 
 
+def _hj212_models() -> BindingModels:
+    from citytwin.drivers.hj212.binding import Hj212Call, Hj212Connection, Hj212Point
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, Hj212Point) and point.set is not None
+
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, Hj212Point) and point.text
+
+    return BindingModels(Hj212Connection, Hj212Point, Hj212Call, writable, text=text)
+
+
+def _hj212_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.hj212.binding import Hj212Connection, Hj212Point
+
+    return _build(
+        "hj212", connection, points, (Hj212Connection, Hj212Point), "an",
+        "citytwin.drivers.hj212.driver:Hj212Driver", "citytwin-gateway",
+    )
+
+
+def _sl651_models() -> BindingModels:
+    from citytwin.drivers.sl651.binding import Sl651Call, Sl651Connection, Sl651Point
+
+    return BindingModels(Sl651Connection, Sl651Point, Sl651Call)
+
+
+def _sl651_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.sl651.binding import Sl651Connection, Sl651Point
+
+    return _build(
+        "sl651", connection, points, (Sl651Connection, Sl651Point), "an",
+        "citytwin.drivers.sl651.driver:Sl651Driver", "citytwin-gateway",
+    )
+
+
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
     "modbus-tcp": (_modbus_tcp_models, _modbus_tcp_driver),
     "modbus-rtu": (_modbus_rtu_models, _modbus_rtu_driver),
@@ -387,6 +423,8 @@ _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] =
     "opcua": (_opcua_models, _opcua_driver),
     "dlt645": (_dlt645_models, _dlt645_driver),
     "cjt188": (_cjt188_models, _cjt188_driver),
+    "hj212": (_hj212_models, _hj212_driver),
+    "sl651": (_sl651_models, _sl651_driver),
 }
 DRIVER_NAMES: tuple[str, ...] = tuple(_DRIVERS)
 

@@ -66,6 +66,28 @@ def cmd_meters_188(args: argparse.Namespace) -> int:
     host = None if args.tcp_port is None else args.host
     return _run(lambda: serve(args.water, args.heat, host, args.tcp_port or 0, not args.no_pty,
                               args.link, args.speed, args.seed))
+def _flags(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
+def cmd_hj212_station(args: argparse.Namespace) -> int:
+    from citytwin.simulators.hj212_station.station import serve
+
+    return _run(lambda: serve(
+        args.host, args.port, args.count, args.mn, args.password, args.kind, args.interval, args.seed,
+        pollutants=args.pollutants, bad_crc=args.bad_crc, garbage=args.garbage, fragment=args.fragment,
+        retransmit_rate=args.retransmit_rate, flags=_flags(args.flag),
+    ))
+
+
+def cmd_hydro_station(args: argparse.Namespace) -> int:
+    from citytwin.simulators.hydro_station.station import serve
+
+    return _run(lambda: serve(
+        args.host, args.port, args.count, args.station, args.password, args.interval, args.seed,
+        encoding=args.encoding, bad_crc=args.bad_crc, garbage=args.garbage, fragment=args.fragment,
+        multi_packet=args.multi_packet, retransmit_rate=args.retransmit_rate,
+    ))
 
 
 def add_sim_commands(sub: Any) -> None:
@@ -130,3 +152,35 @@ def add_sim_commands(sub: Any) -> None:
     meter_line(m188)
     common(m188)
     m188.set_defaults(func=cmd_meters_188)
+    def faults(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--bad-crc", action="store_true", help="every third frame with a wrong CRC")
+        parser.add_argument("--garbage", action="store_true", help="noise bytes between frames")
+        parser.add_argument("--fragment", action="store_true", help="write each frame in two pieces")
+        parser.add_argument("--retransmit-rate", type=float, default=0.0, help="share of reports sent twice")
+
+    hj212 = sims.add_parser("hj212-station", help="HJ 212-2017 data logger calling in (air quality or site dust)")
+    hj212.add_argument("--host", default="127.0.0.1", help="the centre (gateway) to connect to")
+    hj212.add_argument("--port", type=int, default=8212)
+    hj212.add_argument("--mn", default="010000A8900016F000169DC0")
+    hj212.add_argument("--password", default="123456")
+    hj212.add_argument("--kind", choices=["air", "dust"], default="air")
+    hj212.add_argument("--interval", type=float, default=30.0, help="seconds between real-time (2011) uploads")
+    hj212.add_argument("--count", type=int, default=1, help="COUNT stations, MNs numbered in the last 4 characters")
+    hj212.add_argument("--pollutants", type=int, default=None, help="pad each upload to this many pollutant codes")
+    hj212.add_argument("--flag", action="append", default=[], metavar="CODE=FLAG", help="force a data flag, e.g. a34004=C")
+    hj212.add_argument("--seed", type=int, default=None)
+    faults(hj212)
+    hj212.set_defaults(func=cmd_hj212_station)
+
+    hydro = sims.add_parser("hydro-station", help="SL 651-2014 rain gauge / water-level station calling in")
+    hydro.add_argument("--host", default="127.0.0.1", help="the centre (gateway) to connect to")
+    hydro.add_argument("--port", type=int, default=8651)
+    hydro.add_argument("--station", default="0012345678", help="remote station address, 10 hex digits")
+    hydro.add_argument("--password", default="1234")
+    hydro.add_argument("--encoding", choices=["hex", "ascii"], default="hex")
+    hydro.add_argument("--interval", type=float, default=300.0, help="seconds between timed (32) reports")
+    hydro.add_argument("--count", type=int, default=1, help="COUNT stations at consecutive addresses")
+    hydro.add_argument("--multi-packet", action="store_true", help="send reports as two SYN packets (M3)")
+    hydro.add_argument("--seed", type=int, default=None)
+    faults(hydro)
+    hydro.set_defaults(func=cmd_hydro_station)
