@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,7 +157,7 @@ def run_until_signal(work: Callable[[], Awaitable[None]]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from citytwin.gateway.cli.demo import run_demo
 
-    return _run_async(_until_signal(run_demo(args.duration, args.broker)))
+    return _run_async(_until_signal(run_demo(args.duration, args.broker, Path(args.log_file))))
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="stop after SECONDS; exit 0 only if everything worked (default: until Ctrl-C)")
     demo.add_argument("--broker", default=None, metavar="URL",
                       help="use this broker (mqtt://HOST:PORT, MQTT 5) instead of the embedded one (default: embedded amqtt)")
+    demo.add_argument("--log-file", default=str(Path(tempfile.gettempdir()) / "citytwin-demo.log"), metavar="FILE",
+                      help="where the gateway's log lines go during the demo (warnings show on the console too)")
     demo.set_defaults(func=cmd_demo)
     from citytwin.gateway.cli.hub import add_hub_commands
     add_hub_commands(sub)
