@@ -169,6 +169,9 @@ class Operator:
         self.units = units or Units({})
         self.devices: list[str] = []  # every device of the gateway: each gets a twin line
         self.hinted = False
+        # a plan the controller accepted: shown as pending from the reply on, before the next
+        # poll reports pending_plan, so the twin line never contradicts the reply above it
+        self.accepted_plan: int | None = None
 
     async def listen(self) -> None:
         async for message in self.client.messages:
@@ -216,8 +219,11 @@ class Operator:
                 detail = f"level {v('level')}  in {v('inflow')}  out {v('outflow')} | {pump(1)} | {pump(2)}"
             elif device == "intersection-1":
                 plan = f"plan {s.get('plan')}"
-                if s.get("pending_plan"):  # the controller switches plans at the end of its cycle
-                    plan += f" (plan {s['pending_plan']} from the end of this cycle)"
+                if self.accepted_plan == s.get("plan"):
+                    self.accepted_plan = None
+                pending = s.get("pending_plan") or self.accepted_plan
+                if pending:  # the controller switches plans at the end of its cycle
+                    plan += f" (plan {pending} from the end of this cycle)"
                 detail = (f"{plan} phase {s.get('phase')} NS {v('signal_ns')} EW {v('signal_ew')} "
                           f"count N {v('count_north')}")
             else:
@@ -241,6 +247,7 @@ class Operator:
         detail = reply.get("error", {}).get("message") if "error" in reply else reply.get("output")
         print(f"hub ← {command_id} {reply['status']} in {rtt:.1f} ms: {detail}", flush=True)
         if service == "set_plan" and reply.get("status") == "succeeded":
+            self.accepted_plan = int(inputs["plan"])
             print("      (a signal controller changes plans only at the end of its cycle: "
                   "until then the twin shows the new plan as pending)", flush=True)
         if rtt > SLOW_RTT_MS and not self.hinted:
