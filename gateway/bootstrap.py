@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from citytwin.gateway import overrides as ov
-from citytwin.gateway.configfile import read_config_text
 from citytwin.gateway.config import (
     ConfigError,
     ConfigIssue,
     GatewayConfig,
     format_path,
 )
+from citytwin.gateway.configfile import read_config_text
 from citytwin.gateway.devicespec import DeviceSpec, compile_config
 
 

@@ -167,7 +167,7 @@ def _set(data: Any, path: tuple[str | int, ...]) -> str | None:
 def _put(data: Any, path: tuple[str | int, ...], value: Any) -> None:
     node = data
     for part in path[:-1]:
-        node = node[part] if isinstance(node, list) else node[_key(node, part)]
+        node = node[int(part)] if isinstance(node, list) else node[_key(node, part)]
     last = path[-1]
     if isinstance(node, list):
         node[int(last)] = value

@@ -19,9 +19,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from hubcli_support import Result, hub_cli
-
 from conftest import Mosquitto
+from hubcli_support import Result, hub_cli
 
 TOPIC = "citytwin/v1/gw-x/dev-1/services/start_pump/invoke"
 

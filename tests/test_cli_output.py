@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import EXAMPLE, free_port, wait_port
 
 from citytwin.gateway.access import Access
 from citytwin.gateway.cli.helpformat import HelpFormatter
 from citytwin.gateway.cli.main import build_parser
 from citytwin.gateway.config import AccessSection, Grant
-from conftest import EXAMPLE, free_port, wait_port
 
 CLI = [sys.executable, "-m", "citytwin.gateway.cli"]
 
@@ -45,11 +45,11 @@ def test_the_readme_pipe_prints_its_first_line_and_nothing_else() -> None:
 
 
 def _actions(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], argparse.Action]]:
-    for action in parser._actions:  # noqa: SLF001
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _actions(sub, (*path, name))
-        elif not isinstance(action, argparse._HelpAction):  # noqa: SLF001
+        elif not isinstance(action, argparse._HelpAction):
             yield path, action
 
 
@@ -68,7 +68,7 @@ def test_every_option_has_help_and_shows_its_default() -> None:
             missing.append(where)
         default = action.default
         if action.option_strings and default not in (None, False, argparse.SUPPRESS, []):
-            if "default" not in (formatter._get_help_string(action) or ""):  # noqa: SLF001
+            if "default" not in (formatter._get_help_string(action) or ""):
                 no_default.append(where)
     assert not missing, f"options without help: {missing}"
     assert not no_default, f"options whose default is not shown: {no_default}"

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import GatewayProcess, Mosquitto, free_port, write_config
 
 

@@ -201,37 +201,34 @@ class Operator:
                 print(f"hub   EVENT {device} {rel.split('/events/')[1]} ({body['type']}): {body['output']}", flush=True)
 
     def summary(self) -> list[str]:
-        lines = []
-        u = self.units
-        for device in self.devices or sorted(self.state):
-            s = self.state.get(device, {})
-            if not s:
-                continue
-
-            def v(prop: str, device: str = device, s: dict[str, Any] = s) -> str:
-                return u(device, prop, s.get(prop))
-
-            if device == PUMPS and "level" in s:
-                def pump(n: int) -> str:
-                    state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
-                    return f"P{n} {state} {v(f'pump{n}_frequency')}"
-
-                detail = f"level {v('level')}  in {v('inflow')}  out {v('outflow')} | {pump(1)} | {pump(2)}"
-            elif device == "intersection-1":
-                plan = f"plan {s.get('plan')}"
-                if self.accepted_plan == s.get("plan"):
-                    self.accepted_plan = None
-                pending = s.get("pending_plan") or self.accepted_plan
-                if pending:  # the controller switches plans at the end of its cycle
-                    plan += f" (plan {pending} from the end of this cycle)"
-                detail = (f"{plan} phase {s.get('phase')} NS {v('signal_ns')} EW {v('signal_ew')} "
-                          f"count N {v('count_north')}")
-            else:
-                spec = u.specs.get(device)
-                order = [p for p in (spec.model.properties if spec is not None else ()) if p in s] or sorted(s)
-                detail = "  ".join(f"{prop} {v(prop)}" for prop in order[:6])
-            lines.append(f"twin  {device:<16} {detail}")
+        lines = [self._twin_line(device, self.state[device])
+                 for device in self.devices or sorted(self.state) if self.state.get(device)]
         return lines or ["twin  (waiting for the first reports)"]
+
+    def _twin_line(self, device: str, s: dict[str, Any]) -> str:
+        def v(prop: str) -> str:
+            return self.units(device, prop, s.get(prop))
+
+        def pump(n: int) -> str:
+            state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
+            return f"P{n} {state} {v(f'pump{n}_frequency')}"
+
+        if device == PUMPS and "level" in s:
+            detail = f"level {v('level')}  in {v('inflow')}  out {v('outflow')} | {pump(1)} | {pump(2)}"
+        elif device == "intersection-1":
+            plan = f"plan {s.get('plan')}"
+            if self.accepted_plan == s.get("plan"):
+                self.accepted_plan = None
+            pending = s.get("pending_plan") or self.accepted_plan
+            if pending:  # the controller switches plans at the end of its cycle
+                plan += f" (plan {pending} from the end of this cycle)"
+            detail = (f"{plan} phase {s.get('phase')} NS {v('signal_ns')} EW {v('signal_ew')} "
+                      f"count N {v('count_north')}")
+        else:
+            spec = self.units.specs.get(device)
+            order = [p for p in (spec.model.properties if spec is not None else ()) if p in s] or sorted(s)
+            detail = "  ".join(f"{prop} {v(prop)}" for prop in order[:6])
+        return f"twin  {device:<16} {detail}"
 
     async def invoke(self, device: str, service: str, inputs: dict[str, Any], command_id: str) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -7,6 +7,7 @@ argparse's ``ArgumentDefaultsHelpFormatter`` also prints ``(default: None)`` and
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -17,7 +18,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if default is None or default is False or default is argparse.SUPPRESS or default == []:
             return text
-        if isinstance(action, argparse._HelpAction | argparse._VersionAction):  # noqa: SLF001
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
@@ -28,6 +29,6 @@ class Parser(argparse.ArgumentParser):
     """The ``citytwin`` parser: its subcommands' parsers are of this class too (argparse
     builds them with ``type(parent)``), so every command gets the same help style."""
 
-    def __init__(self, *args: object, formatter_class: type[argparse.HelpFormatter] = HelpFormatter,
-                 **kwargs: object) -> None:
-        super().__init__(*args, formatter_class=formatter_class, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)

@@ -61,6 +61,7 @@ def target(args: argparse.Namespace) -> tuple[str, str | None]:
     path = Path(args.config)
     text = read_config_text(path)
     env = overrides.from_env()  # the running gateway saw the same CITYTWIN__… settings
+    expected: str | None
     try:
         config = overrides.parse(text, str(path), env)[0]
         http, expected = config.http, config.gateway.id
