@@ -23,7 +23,6 @@ runs this suite, so it would run itself).
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -187,9 +186,9 @@ def namespace(tmp_path: Path) -> Iterator[Namespace]:
     shutil.copytree(ROOT / "deploy" / "examples", work / "deploy" / "examples",
                     ignore=shutil.ignore_patterns("data", "__pycache__"))
     (work / "mosquitto.conf").write_text(
-        # in the namespace only our own uid exists: mosquitto must not switch to its "mosquitto" user
-        "listener 1883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\n")
+        # in the namespace we are uid 0 (unshare -r) and no other uid exists: mosquitto must stay
+        # root instead of switching to its "mosquitto" user
+        "listener 1883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nuser root\n")
     (tmp_path / "home").mkdir()
     ns = Namespace(work, _env(tmp_path / "home"))
     ns.start()
