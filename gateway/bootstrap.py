@@ -25,7 +25,7 @@ def prepare(
         raise ov.blame(ConfigError(
             [ConfigIssue(source=source, line=doc.line_of(loc), path=format_path(loc), message=msg)
              for loc, msg in problems]
-        ), overrides)
+        ), overrides, doc)
     return config, specs
 
 

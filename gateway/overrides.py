@@ -186,24 +186,42 @@ def _key(node: dict[Any, Any], part: str | int) -> Hashable:
     return str(part)
 
 
-def _blame(issues: Iterable[ConfigIssue], overrides: Sequence[Override]) -> list[ConfigIssue]:
-    """An issue at or below an overridden path is the override's (the last one given wins)."""
+def _blame(issues: Iterable[ConfigIssue], overrides: Sequence[Override], doc: Located | None) -> list[ConfigIssue]:
+    """An issue is an override's when it lies at or below the overridden path, or within what the
+    override created (``--set devices[0].points.new.address=3`` creates ``new``: its missing
+    ``table`` is the override's too). The last override given wins."""
     out: list[ConfigIssue] = []
     for issue in issues:
         owner = None
-        for override in overrides:
-            shown = override.shown_path
-            if issue.path == shown or issue.path.startswith((shown + ".", shown + "[")):
-                owner = override
-        if owner is None or isinstance(issue, OverrideIssue):
-            out.append(issue)
-        else:
-            out.append(OverrideIssue(source=owner.origin, line=0, path=issue.path, message=issue.message))
+        if not isinstance(issue, OverrideIssue):
+            for override in overrides:
+                if _owns(override, issue.path, doc):
+                    owner = override
+        out.append(issue if owner is None else
+                   OverrideIssue(source=owner.origin, line=0, path=issue.path, message=issue.message))
     return out
 
 
-def blame(error: ConfigError, overrides: Sequence[Override]) -> ConfigError:
-    return ConfigError(_blame(error.issues, overrides)) if overrides else error
+def _owns(override: Override, shown: str, doc: Located | None) -> bool:
+    if shown == override.shown_path or shown.startswith((override.shown_path + ".", override.shown_path + "[")):
+        return True
+    if doc is None:
+        return False
+    try:
+        path = parse_path(shown)
+    except ValueError:
+        return False
+    common: list[str | int] = []
+    for mine, theirs in zip(override.path, path, strict=False):
+        if str(mine).lower() != str(theirs).lower():
+            break
+        common.append(theirs)
+    # nothing in common but the top level, or a common part the file has: not the override's
+    return len(common) > 0 and tuple(common) not in doc.lines
+
+
+def blame(error: ConfigError, overrides: Sequence[Override], doc: Located | None = None) -> ConfigError:
+    return ConfigError(_blame(error.issues, overrides, doc)) if overrides else error
 
 
 def parse(text: str, source: str, overrides: Sequence[Override] = ()) -> tuple[GatewayConfig, Located]:
@@ -213,7 +231,7 @@ def parse(text: str, source: str, overrides: Sequence[Override] = ()) -> tuple[G
     try:
         config = validate_document(doc)
     except ConfigError as exc:
-        raise ConfigError(problems + _blame(exc.issues, overrides)) from None
+        raise ConfigError(problems + _blame(exc.issues, overrides, doc)) from None
     if problems:
         raise ConfigError(problems)
     return config, doc

@@ -69,15 +69,18 @@ def test_overrides_are_validated_like_the_file_and_shown(tmp_path: Path) -> None
     assert any(row.startswith("  hub.password = ***") for row in lines) and "s3cret" not in ok.stdout.split("(from")[0]
 
     bad = cli("config", "check", str(EXAMPLE), "--set", "hub.url=ftp://broker", "--set", "devices[3].poll_period=1",
-              "--set", "devices[0].points.level.address=70000", env={"CITYTWIN__HTTP__PORT": "many"})
+              "--set", "devices[0].points.level.address=70000", "--set", "devices[0].points.inflwo.address=3",
+              env={"CITYTWIN__HTTP__PORT": "many"})
     assert bad.returncode == 2
     err = bad.stderr
     assert "--set hub.url=ftp://broker: hub.url: must look like mqtt://HOST:PORT" in err, err
     assert "--set devices[3].poll_period=1: devices[3].poll_period: devices has 1 item(s); index 3 is out of range" in err
     assert "--set devices[0].points.level.address=70000: devices[0].points.level.address: must be 0..65535" in err
     assert "CITYTWIN__HTTP__PORT: http.port: " in err
+    # what an override created is the override's too: the new point's missing table
+    assert "--set devices[0].points.inflwo.address=3: devices[0].points.inflwo.table: required field is missing" in err
     assert f"{EXAMPLE}:" not in err  # no file line is blamed for an override's error
-    assert "4 error(s); nothing was started" in err
+    assert "5 error(s); nothing was started" in err
 
     # --set wins over the environment
     both = cli("config", "check", str(EXAMPLE), "--set", "http.port=9300", env={"CITYTWIN__HTTP__PORT": "many"})
