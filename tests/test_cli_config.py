@@ -125,3 +125,22 @@ def test_a_missing_config_file_is_reported_plainly(tmp_path: Path, command: tupl
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == "no such file: nope.yaml", result.stderr
     assert "Errno" not in result.stderr and ":0:" not in result.stderr
+
+
+def test_override_paths_and_environment_names() -> None:
+    from citytwin.gateway.overrides import from_env, from_set, parse_path
+
+    assert parse_path("devices[0].poll_period") == ("devices", 0, "poll_period")
+    assert parse_path("devices.0.poll_period") == ("devices", 0, "poll_period")
+    assert parse_path("devices[1].points.level.address") == ("devices", 1, "points", "level", "address")
+    for bad in ("hub..url", "devices[x]", "hub.url]", ""):
+        with pytest.raises(ValueError):
+            parse_path(bad)
+    env = from_env({"CITYTWIN__HUB__URL": "mqtt://b:1883", "CITYTWIN__DEVICES__0__POLL_PERIOD": "2",
+                    "CITYTWIN_BROKER": "not an override", "CITYTWIN__": "x", "PATH": "/bin"})
+    assert [(o.path, o.value, o.origin) for o in env] == [
+        (("devices", 0, "poll_period"), 2, "CITYTWIN__DEVICES__0__POLL_PERIOD"),
+        (("hub", "url"), "mqtt://b:1883", "CITYTWIN__HUB__URL"),
+    ]
+    [quoted, flag] = from_set(['hub.protocol="5"', "http.enabled=false"])
+    assert quoted.value == "5" and flag.value is False
