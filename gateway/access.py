@@ -30,13 +30,11 @@ class Access:
         return None
 
     def check(self, operator: str | None, device: str, action: str, targets: Iterable[str]) -> str | None:
-        """None when allowed, else why not (for the reply and the audit log)."""
+        """None when allowed, else why not, as a sentence (for the reply and the audit log)."""
         needed = RANK[NEEDED[action]]
-        who = operator or "an unidentified operator"
         for target in targets:
             if self._role(operator, device, target) < needed:
-                return (f"{who} may not {action} {target!r} on {device!r} "
-                        f"(needs role {NEEDED[action]}; deny by default)")
+                return denial(operator, device, action, target, self.config.anonymous)
         return None
 
     def _role(self, operator: str | None, device: str, target: str) -> int:
@@ -54,3 +52,20 @@ class Access:
                 continue
             best = max(best, RANK[grant.role])
         return best
+
+
+def denial(operator: str | None, device: str, action: str, target: str, anonymous: str = "none") -> str:
+    """``operator 'control-room' may not change the desired state of …``: what was refused,
+    and what it takes, in words an operator reads at a glance."""
+    who = f"operator {operator!r}" if operator else "a command that names no operator"
+    what = {
+        "get": f"read the twin of device {device!r}",
+        "invoke": f"invoke service {target!r} on device {device!r}",
+        "set": f"set property {target!r} on device {device!r}",
+        "desired": f"change the desired state of device {device!r} (property {target!r})",
+    }.get(action, f"{action} {target!r} on device {device!r}")
+    role = NEEDED.get(action, "admin")
+    if operator:
+        return f"{who} may not {what}: that needs the {role} role, and no access grant gives it (deny by default)"
+    return (f"{who} may not {what}: that needs the {role} role, and commands naming no operator "
+            f"have the role {anonymous!r} (access.anonymous)")

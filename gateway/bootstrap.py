@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from citytwin.drivers.registry import binding_models
+from citytwin.gateway import overrides as ov
 from citytwin.gateway.config import (
     ConfigError,
     ConfigIssue,
     GatewayConfig,
     format_path,
-    parse_config,
 )
+from citytwin.gateway.configfile import read_config_text
 from citytwin.gateway.devicespec import DeviceSpec, compile_config
 
 
-def prepare(text: str, source: str, base_dir: Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
-    config, doc = parse_config(text, source)
+def prepare(
+    text: str, source: str, base_dir: Path, overrides: Sequence[ov.Override] = (),
+) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
+    config, doc = ov.parse(text, source, overrides)
     specs, problems = compile_config(config, base_dir)
     if problems:
-        raise ConfigError(
+        raise ov.blame(ConfigError(
             [ConfigIssue(source=source, line=doc.line_of(loc), path=format_path(loc), message=msg)
              for loc, msg in problems]
-        )
+        ), overrides, doc)
     return config, specs
 
 
-def prepare_file(path: str | Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
+def prepare_file(
+    path: str | Path, overrides: Sequence[ov.Override] | None = None,
+) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
+    """``overrides`` None: the environment's and this process's (``overrides.active()``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(source=str(path), line=0, path="", message=f"cannot read: {exc}")]) from None
-    config, specs = prepare(text, str(path), path.parent)
+    text = read_config_text(path)
+    config, specs = prepare(text, str(path), path.parent, ov.active() if overrides is None else overrides)
     base = path.parent
     # relative paths in the file are relative to the file, not to the working directory
     if not config.gateway.data_dir.is_absolute():

@@ -7,6 +7,7 @@ never as a traceback; all errors are reported at once.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Hashable, Sequence
 from functools import cache
@@ -413,8 +414,12 @@ def _strip_tags(loc: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
 
 
 def issues_from_validation(exc: ValidationError, doc: Located) -> list[ConfigIssue]:
+    return issues_from_validation_errors(exc.errors(), doc)
+
+
+def issues_from_validation_errors(errors: Sequence[Any], doc: Located) -> list[ConfigIssue]:
     issues = []
-    for error in exc.errors():
+    for error in errors:
         loc = _strip_tags(tuple(error["loc"]))
         issues.append(
             ConfigIssue(
@@ -427,16 +432,90 @@ def issues_from_validation(exc: ValidationError, doc: Located) -> list[ConfigIss
     return issues
 
 
-def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
-    """Parse and validate; raises ConfigError with every issue found."""
+def load_document(text: str, source: str) -> Located:
+    """The YAML document with the line of every value; raises ConfigError on bad syntax."""
     try:
         doc = load_yaml(text, source)
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigIssue(source=source, line=exc.line, path="", message=exc.message)]) from None
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(source=source, line=1, path="", message="must be a mapping")])
+    return doc
+
+
+def validate_document(doc: Located) -> GatewayConfig:
+    """Validate a loaded document (perhaps with overrides applied); every issue at once."""
+    unknown = unknown_drivers(doc)
     try:
         config = GatewayConfig.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError(issues_from_validation(exc, doc)) from None
-    return config, doc
+        issues = [issue for error in exc.errors() if not _is_tag_error(error, unknown)
+                  for issue in issues_from_validation_errors([error], doc)]
+        raise ConfigError(_driver_issues(doc, unknown) + issues) from None
+    return config
+
+
+def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
+    """Parse and validate; raises ConfigError with every issue found."""
+    doc = load_document(text, source)
+    return validate_document(doc), doc
+
+
+# --- the driver name ------------------------------------------------------------------
+# pydantic's discriminated union stops at an unknown ``driver`` with "Input tag … does not
+# match any of the expected tags" and checks nothing else of that device; a misspelling then
+# hides every other error in it. So the name is checked first, with a suggestion, and the
+# fields every device has are still validated against DeviceConfig.
+
+
+def unknown_drivers(doc: Located) -> dict[int, Any]:
+    """Index → given driver value of each device whose driver is missing or not a known name."""
+    devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
+    if not isinstance(devices, list):
+        return {}
+    return {i: d.get("driver") for i, d in enumerate(devices)
+            if isinstance(d, dict) and d.get("driver") not in DRIVER_NAMES}
+
+
+def _is_tag_error(error: Any, unknown: dict[int, Any]) -> bool:
+    loc = tuple(error["loc"])
+    return (error["type"] in ("union_tag_invalid", "union_tag_not_found", "union_tag_invalid_type")
+            and len(loc) == 2 and loc[0] == "devices" and loc[1] in unknown)
+
+
+def suggest_driver(given: Any) -> str | None:
+    if not isinstance(given, str):
+        return None
+    close = difflib.get_close_matches(given.lower(), DRIVER_NAMES, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def driver_message(given: Any) -> str:
+    known = ", ".join(DRIVER_NAMES)
+    if given is None:
+        return f"required field is missing: one of {known}"
+    if not isinstance(given, str):
+        return f"must be a driver name: one of {known}"
+    close = suggest_driver(given)
+    hint = f"; did you mean {close!r}?" if close else ""
+    return f"unknown driver {given!r}{hint} ({known})"
+
+
+def _driver_issues(doc: Located, unknown: dict[int, Any]) -> list[ConfigIssue]:
+    issues = []
+    for index, given in unknown.items():
+        loc: tuple[Hashable, ...] = ("devices", index, "driver")
+        issues.append(ConfigIssue(source=doc.source, line=doc.line_of(loc), path=format_path(loc),
+                                  message=driver_message(given)))
+        # the rest of the device is checked as the driver it most likely means, or, with no
+        # likely one, for the fields every device has
+        likely = suggest_driver(given)
+        model = DeviceConfig if likely is None else device_config_model(likely)
+        try:
+            model.model_validate({**doc.data["devices"][index], "driver": likely or "?"})
+        except ValidationError as exc:
+            errors = exc.errors()
+            for error in errors:
+                error["loc"] = ("devices", index, *error["loc"])
+            issues += issues_from_validation_errors(errors, doc)
+    return issues

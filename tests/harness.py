@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from citytwin.drivers.base import Driver, Health, Invokable, Quality, Reading
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.app import Gateway
-from citytwin.gateway.bootstrap import prepare
+from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandreplies import Context
 
 
@@ -145,7 +145,10 @@ class InProcessGateway:
 
     def __init__(self, config_yaml: str, data_dir: Path, handler: Handler | Mapping[str, Handler] | None) -> None:
         text = config_yaml.replace("DATA_DIR", str(data_dir))
-        self.config, self.specs = prepare(text, "test.yaml", data_dir)
+        path = data_dir / "test.yaml"
+        path.write_text(text)
+        # as `citytwin run` prepares a file (paths, each driver's files), minus the environment
+        self.config, self.specs = prepare_file(path, overrides=())
         self.handlers = handler
         self.drivers: dict[str, FakeDriver] = {}
         self.gateway: Gateway | None = None

@@ -5,6 +5,10 @@ mode), four simulated field devices each speaking its own protocol — a pump st
 TCP), a signal controller (OPC UA), city sensors (CoAP) and water meters (MQTT, on the same
 embedded broker as their southbound broker) — the gateway on the packaged example configs,
 and a hub-side operator who watches the twins and sends one command per protocol.
+
+The console tells the story; the gateway's own log lines go to a file the demo names (warnings
+still show), so they do not interleave with it. Values are printed as the thing model
+describes them: its unit, and as many decimals as its ``step``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ import yaml
 
 from citytwin.gateway.app import Gateway
 from citytwin.gateway.bootstrap import prepare
+from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.simulators.city_sensors.server import CitySensorsSimulator
 from citytwin.simulators.intersection.server import IntersectionSimulator
 from citytwin.simulators.meters.server import MetersSimulator
@@ -33,6 +40,62 @@ from citytwin.simulators.pump_station.server import PumpStationSimulator
 log = logging.getLogger("citytwin.demo")
 OPERATOR = "demo-operator"
 PUMPS = "pump-station-1"
+SLOW_RTT_MS = 30.0  # above this a round trip has met Nagle's algorithm somewhere (docs/performance.md)
+LOG_FILE = Path(tempfile.gettempdir()) / "citytwin-demo.log"
+
+
+@contextlib.contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """The gateway's log lines into ``path``; the console's handlers keep warnings and errors."""
+    root = logging.getLogger()
+    previous = [(handler, handler.level) for handler in root.handlers]
+    for handler, _ in previous:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    file = logging.FileHandler(path, mode="w", encoding="utf-8")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root.addHandler(file)
+    try:
+        yield
+    finally:
+        root.removeHandler(file)
+        file.close()
+        for handler, level in previous:
+            handler.setLevel(level)
+
+
+class Units:
+    """Values as the thing model describes them: ``21.3 °C``, ``2.08 m`` (the step's decimals)."""
+
+    def __init__(self, specs: Mapping[str, DeviceSpec]) -> None:
+        self.specs = specs
+
+    def __call__(self, device: str, prop: str, value: Any) -> str:
+        spec = self.specs.get(device)
+        found = spec.model.properties.get(prop) if spec is not None else None
+        if found is None or value is None:
+            return "-" if value is None else str(value)
+        dtype = found.data_type
+        if isinstance(value, bool) or (dtype.names and isinstance(value, int)):
+            name = dtype.names.get(int(value))
+            if name:
+                return name
+            return str(value).lower()
+        if isinstance(value, float) or isinstance(value, int):
+            step = dtype.step
+            decimals = 0 if step is None and isinstance(value, int) else _decimals(step)
+            text = f"{value:.{decimals}f}"
+        else:
+            text = str(value)
+        return f"{text} {dtype.unit}" if dtype.unit else text
+
+
+def _decimals(step: float | None) -> int:
+    """Decimals of a step (0.01 → 2, 1 → 0); with no step, 2."""
+    if step is None:
+        return 2
+    if step <= 0 or step == int(step):
+        return 0
+    return min(6, max(0, -math.floor(math.log10(step) + 1e-9)))
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -96,13 +159,19 @@ def _mqtt(device: dict[str, Any], ports: dict[str, int], hub_url: str) -> None:
 class Operator:
     """The hub side: watches the twins and sends commands, printing what a person would see."""
 
-    def __init__(self, client: aiomqtt.Client, prefix: str, gateway_id: str) -> None:
+    def __init__(self, client: aiomqtt.Client, prefix: str, gateway_id: str, units: Units | None = None) -> None:
         self.client = client
         self.base = f"{prefix}/{gateway_id}"
         self.state: dict[str, dict[str, Any]] = {}
         self.reports: dict[str, int] = {}
         self.points = 0
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.units = units or Units({})
+        self.devices: list[str] = []  # every device of the gateway: each gets a twin line
+        self.hinted = False
+        # a plan the controller accepted: shown as pending from the reply on, before the next
+        # poll reports pending_plan, so the twin line never contradicts the reply above it
+        self.accepted_plan: int | None = None
 
     async def listen(self) -> None:
         async for message in self.client.messages:
@@ -132,28 +201,34 @@ class Operator:
                 print(f"hub   EVENT {device} {rel.split('/events/')[1]} ({body['type']}): {body['output']}", flush=True)
 
     def summary(self) -> list[str]:
-        lines = []
-        s = self.state.get(PUMPS, {})
-        if "level" in s:
-            def pump(n: int) -> str:
-                state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
-                return f"P{n} {state} {s.get(f'pump{n}_frequency', 0):5.2f} Hz"
-
-            lines.append(f"twin  {PUMPS:<16} level {s['level']:.3f} m  in {s.get('inflow', 0):6.1f} m³/h  "
-                         f"out {s.get('outflow', 0):6.1f} m³/h | {pump(1)} | {pump(2)}")
-        x = self.state.get("intersection-1", {})
-        if x:
-            lines.append(f"twin  {'intersection-1':<16} plan {x.get('plan')} (pending {x.get('pending_plan')}) phase {x.get('phase')} "
-                         f"NS {x.get('signal_ns')} EW {x.get('signal_ew')} count N {x.get('count_north')}")
-        a = self.state.get("air-quality-1", {})
-        if a:
-            lines.append(f"twin  {'air-quality-1':<16} PM2.5 {a.get('pm25')} NO₂ {a.get('no2')} "
-                         f"{a.get('temperature')} °C")
-        m = self.state.get("meter-1", {})
-        if m:
-            lines.append(f"twin  {'meter-1':<16} flow {m.get('flow_rate')} volume {m.get('volume')} "
-                         f"valve {'open' if m.get('valve_open') else 'closed'}")
+        lines = [self._twin_line(device, self.state[device])
+                 for device in self.devices or sorted(self.state) if self.state.get(device)]
         return lines or ["twin  (waiting for the first reports)"]
+
+    def _twin_line(self, device: str, s: dict[str, Any]) -> str:
+        def v(prop: str) -> str:
+            return self.units(device, prop, s.get(prop))
+
+        def pump(n: int) -> str:
+            state = "FAULT" if s.get(f"pump{n}_fault") else ("run " if s.get(f"pump{n}_running") else "stop")
+            return f"P{n} {state} {v(f'pump{n}_frequency')}"
+
+        if device == PUMPS and "level" in s:
+            detail = f"level {v('level')}  in {v('inflow')}  out {v('outflow')} | {pump(1)} | {pump(2)}"
+        elif device == "intersection-1":
+            plan = f"plan {s.get('plan')}"
+            if self.accepted_plan == s.get("plan"):
+                self.accepted_plan = None
+            pending = s.get("pending_plan") or self.accepted_plan
+            if pending:  # the controller switches plans at the end of its cycle
+                plan += f" (plan {pending} from the end of this cycle)"
+            detail = (f"{plan} phase {s.get('phase')} NS {v('signal_ns')} EW {v('signal_ew')} "
+                      f"count N {v('count_north')}")
+        else:
+            spec = self.units.specs.get(device)
+            order = [p for p in (spec.model.properties if spec is not None else ()) if p in s] or sorted(s)
+            detail = "  ".join(f"{prop} {v(prop)}" for prop in order[:6])
+        return f"twin  {device:<16} {detail}"
 
     async def invoke(self, device: str, service: str, inputs: dict[str, Any], command_id: str) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -168,11 +243,25 @@ class Operator:
         rtt = (time.perf_counter() - sent) * 1000
         detail = reply.get("error", {}).get("message") if "error" in reply else reply.get("output")
         print(f"hub ← {command_id} {reply['status']} in {rtt:.1f} ms: {detail}", flush=True)
+        if service == "set_plan" and reply.get("status") == "succeeded":
+            self.accepted_plan = int(inputs["plan"])
+            print("      (a signal controller changes plans only at the end of its cycle: "
+                  "until then the twin shows the new plan as pending)", flush=True)
+        if rtt > SLOW_RTT_MS and not self.hinted:
+            self.hinted = True
+            print(f"hint  a round trip over {SLOW_RTT_MS:.0f} ms: a broker without TCP_NODELAY holds small "
+                  "packets back (Nagle); for mosquitto put 'set_tcp_nodelay true' in its config", flush=True)
         reply["rtt_ms"] = rtt
         return reply
 
 
-async def run_demo(duration: float | None, broker_url: str | None) -> int:
+async def run_demo(duration: float | None, broker_url: str | None, log_file: Path = LOG_FILE) -> int:
+    with logs_to_file(log_file):
+        print(f"demo  the gateway's log lines go to {log_file} (warnings show here too)", flush=True)
+        return await _run_demo(duration, broker_url)
+
+
+async def _run_demo(duration: float | None, broker_url: str | None) -> int:
     async with contextlib.AsyncExitStack() as stack:
         if broker_url is None:
             port = free_port()
@@ -200,7 +289,8 @@ async def run_demo(duration: float | None, broker_url: str | None) -> int:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         await stack.enter_async_context(client)
-        operator = Operator(client, config.hub.prefix, config.gateway.id)
+        operator = Operator(client, config.hub.prefix, config.gateway.id, Units(specs))
+        operator.devices = list(specs)
         await client.subscribe(f"{operator.base}/#", qos=1)
         listener = asyncio.create_task(operator.listen())
         stack.callback(listener.cancel)

@@ -3,8 +3,10 @@
 Read: ``devices``, ``twin``, ``watch``, ``events``. Act: ``invoke``, ``set``, ``desired`` (each
 waits for the gateway's reply). DEVICE is ``DEV`` or ``GW/DEV``; a bare ``DEV`` is looked up in
 the retained status topics (``--gateway`` restricts the search). Tables by default, ``--json``
-for scripts. The password comes from ``--password-file`` or ``$CITYTWIN_HUB_PASSWORD``, never
-from the command line.
+for scripts. The broker connection options go before or after ACTION; each comes from its
+option, else the environment (``$CITYTWIN_BROKER``, ``$CITYTWIN_OPERATOR``, …), else a profile
+(``--profile NAME`` of ``~/.config/citytwin/hub.yaml``), else its default. The password comes
+from ``--password-file`` or ``$CITYTWIN_HUB_PASSWORD``, never from the command line.
 
 Exit codes: 0 succeeded; 1 the broker could not be reached or refused the connection;
 2 usage (bad arguments, unknown or ambiguous DEVICE); 3 rejected (nothing was written);
@@ -28,6 +30,8 @@ from typing import Any
 import orjson
 
 from citytwin.gateway.cli.hubclient import BrokerOptions, HubError, HubSession, Seen, now_ms
+from citytwin.gateway.cli.hubprofile import DEFAULT_BROKER, SETTINGS, ProfileError
+from citytwin.gateway.cli.hubprofile import resolve as resolve_settings
 
 EXIT_OK, EXIT_BROKER, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 EXIT_BY_STATUS = {"succeeded": EXIT_OK, "rejected": EXIT_REJECTED, "failed": EXIT_FAILED,
@@ -373,6 +377,15 @@ async def cmd_events(session: HubSession, args: argparse.Namespace) -> int:
 
 # --- wiring ---------------------------------------------------------------------------
 def options_from(args: argparse.Namespace) -> BrokerOptions:
+    """The connection: each setting from its flag, else the environment, else the profile, else
+    the default (``hubprofile``); the resolved values are also set on ``args``."""
+    given = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
+    try:
+        settings = resolve_settings(given, getattr(args, "profile", None))
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    for name, value in settings.items():
+        setattr(args, name, value)
     password = os.environ.get(PASSWORD_ENV) or None
     if args.password_file is not None:
         try:
@@ -411,78 +424,107 @@ def cmd_hub(args: argparse.Namespace) -> int:
         return EXIT_BROKER
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    broker = common.add_argument_group("broker")
-    broker.add_argument("--broker", default=os.environ.get("CITYTWIN_HUB_BROKER", "mqtt://127.0.0.1:1883"),
-                        metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT (default $CITYTWIN_HUB_BROKER or %(default)s)")
-    broker.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
-    broker.add_argument("--prefix", default=os.environ.get("CITYTWIN_HUB_PREFIX", "citytwin/v1"))
-    broker.add_argument("--gateway", metavar="GW", help="only this gateway")
-    broker.add_argument("--operator", metavar="NAME", default=os.environ.get("CITYTWIN_OPERATOR"),
-                        help="who you are: sent as MQTT 5 user property 'operator' on commands")
-    broker.add_argument("--operator-in-payload", action="store_true",
+def _connection() -> argparse.ArgumentParser:
+    """The connection options, accepted before the action (``hub --broker URL devices``) and after
+    it. Their defaults are resolved later (flag > environment > profile > default), so argparse
+    keeps none: a value typed before the action is not overwritten by the action's default."""
+    parent = argparse.ArgumentParser(add_help=False)
+    broker = parent.add_argument_group("broker connection (before or after ACTION; "
+                                       "flag > environment > profile > default)")
+    keep = argparse.SUPPRESS
+    broker.add_argument("--broker", default=keep, metavar="URL",
+                        help=f"mqtt://HOST:PORT or mqtts://HOST:PORT (default: $CITYTWIN_BROKER, the profile's broker, "
+                             f"else {DEFAULT_BROKER})")
+    broker.add_argument("--operator", metavar="NAME", default=keep,
+                        help="who you are: sent as MQTT 5 user property 'operator' on commands "
+                             "(default: $CITYTWIN_OPERATOR, the profile's operator, else none)")
+    broker.add_argument("--profile", metavar="NAME", default=keep,
+                        help="settings from this profile of ~/.config/citytwin/hub.yaml "
+                             "(default: $CITYTWIN_PROFILE, else the profile 'default' if the file has one)")
+    broker.add_argument("--protocol", choices=["5", "3.1.1"], default=keep,
+                        help="MQTT version (default: $CITYTWIN_HUB_PROTOCOL, the profile's, else 5)")
+    broker.add_argument("--prefix", default=keep,
+                        help="topic prefix of the hub contract (default: $CITYTWIN_HUB_PREFIX, the profile's, "
+                             "else citytwin/v1)")
+    broker.add_argument("--gateway", metavar="GW", default=keep, help="only this gateway (default: every gateway)")
+    broker.add_argument("--operator-in-payload", action="store_true", default=keep,
                         help="also put the operator in the command payload (MQTT 3.1.1 hubs)")
-    broker.add_argument("--client-id", metavar="ID")
-    broker.add_argument("--username")
-    broker.add_argument("--password-file", metavar="FILE", help=f"default: ${PASSWORD_ENV}")
-    broker.add_argument("--cafile", type=Path, help="CA certificate(s) that sign the broker's certificate")
-    broker.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
-    broker.add_argument("--key", type=Path, help="client key, if not in --cert")
-    broker.add_argument("--insecure", action="store_true", help="skip the broker's certificate check (lab use only)")
-    broker.add_argument("--connect-timeout", type=duration, default=10.0, metavar="DURATION")
-    common.add_argument("--json", action="store_true", help="JSON output for scripts")
-    common.add_argument("--wait", type=duration, default=3.0, metavar="DURATION",
-                        help="longest wait for retained state (default 3s)")
-    common.add_argument("--settle", type=duration, default=0.5, metavar="DURATION",
-                        help="retained state is complete after this long without a new message")
-    return common
+    broker.add_argument("--client-id", metavar="ID", default=keep,
+                        help="MQTT client id (default: citytwin-hub-OPERATOR-RANDOM)")
+    broker.add_argument("--username", default=keep,
+                        help="broker user name (default: $CITYTWIN_HUB_USERNAME, the profile's, else none)")
+    broker.add_argument("--password-file", metavar="FILE", default=keep,
+                        help=f"file holding the broker password (default: ${PASSWORD_ENV}, else none)")
+    broker.add_argument("--cafile", type=Path, default=keep,
+                        help="CA certificate(s) that sign the broker's certificate (default: the system's CAs)")
+    broker.add_argument("--cert", type=Path, default=keep, help="client certificate for mutual TLS (default: none)")
+    broker.add_argument("--key", type=Path, default=keep, help="client key, if not in --cert")
+    broker.add_argument("--insecure", action="store_true", default=keep,
+                        help="skip the broker's certificate check (lab use only)")
+    broker.add_argument("--connect-timeout", type=duration, default=keep, metavar="DURATION",
+                        help="give up on a broker that does not accept the connection within this long "
+                             "(default: 10s)")
+    return parent
+
+
+def _output() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="JSON output for scripts")
+    parent.add_argument("--wait", type=duration, default=3.0, metavar="DURATION",
+                        help="longest wait for retained state (default: 3s)")
+    parent.add_argument("--settle", type=duration, default=0.5, metavar="DURATION",
+                        help="retained state is complete after this long without a new message (default: 0.5s)")
+    return parent
 
 
 def _command_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="run every check, write nothing")
     parser.add_argument("--expires", type=duration, metavar="DURATION",
-                        help="the gateway rejects the command if it cannot start within this time")
+                        help="the gateway rejects the command if it cannot start within this time (default: never)")
     parser.add_argument("--timeout", type=duration, default=10.0, metavar="DURATION",
-                        help="how long to wait for the reply (default 10s)")
+                        help="how long to wait for the reply (default: 10s)")
 
 
 def add_hub_commands(subparsers: Any) -> None:
     """Add ``hub`` and its subcommands to the ``citytwin`` parser."""
-    common = _common()
+    connection, output = _connection(), _output()
     hub = subparsers.add_parser("hub", help="operate devices through the hub broker (MQTT)",
-                                description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                description=re.sub(r"``(.+?)``", r"\1", __doc__ or ""), epilog=EPILOG,
+                                parents=[connection])
     sub = hub.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
 
     def action(name: str, func: Any, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help, epilog=EPILOG)
+        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[connection, output], help=help,
+                                                         description=help, epilog=EPILOG)
         parser.set_defaults(func=cmd_hub, hub_func=func)
         return parser
 
     action("devices", cmd_devices, "every gateway and device, online state and last seen")
     twin = action("twin", cmd_twin, "a device's twin (retained; twin/get when none is retained)")
-    twin.add_argument("device", metavar="DEVICE")
+    twin.add_argument("device", metavar="DEVICE", help="DEV, or GW/DEV when several gateways have it")
     twin.add_argument("--get", action="store_true", help="ask the gateway (twin/get) instead of reading the retained twin")
-    twin.add_argument("--timeout", type=duration, default=10.0, metavar="DURATION")
+    twin.add_argument("--timeout", type=duration, default=10.0, metavar="DURATION",
+                      help="how long to wait for the twin/get reply (default: 10s)")
     invoke = action("invoke", cmd_invoke, "invoke a service: KEY=VALUE inputs (JSON scalars where possible)")
-    invoke.add_argument("device", metavar="DEVICE")
-    invoke.add_argument("service", metavar="SERVICE")
-    invoke.add_argument("inputs", nargs="*", metavar="KEY=VALUE")
+    invoke.add_argument("device", metavar="DEVICE", help="DEV, or GW/DEV when several gateways have it")
+    invoke.add_argument("service", metavar="SERVICE", help="a service of the device's thing model")
+    invoke.add_argument("inputs", nargs="*", metavar="KEY=VALUE", help="the service's inputs")
     invoke.add_argument("--input", type=json_object, metavar="JSON", help="inputs as a JSON object (KEY=VALUE wins)")
     _command_options(invoke)
     set_ = action("set", cmd_set, "set writable properties")
-    set_.add_argument("device", metavar="DEVICE")
-    set_.add_argument("properties", nargs="+", metavar="PROPERTY=VALUE")
+    set_.add_argument("device", metavar="DEVICE", help="DEV, or GW/DEV when several gateways have it")
+    set_.add_argument("properties", nargs="+", metavar="PROPERTY=VALUE", help="the properties and their new values")
     _command_options(set_)
     desired = action("desired", cmd_desired, "update the desired state (a JSON merge patch)")
-    desired.add_argument("device", metavar="DEVICE")
-    desired.add_argument("--patch", type=json_object, required=True, metavar="JSON")
-    desired.add_argument("--version", type=int, help="refused unless the twin is at this version")
+    desired.add_argument("device", metavar="DEVICE", help="DEV, or GW/DEV when several gateways have it")
+    desired.add_argument("--patch", type=json_object, required=True, metavar="JSON",
+                         help='the JSON merge patch (RFC 7396) of the desired state, e.g. \'{"pump1_frequency_setpoint": 48}\'; '
+                              "null removes a property")
+    desired.add_argument("--version", type=int, help="refused unless the twin is at this version (default: any)")
     _command_options(desired)
     for name, func, text in (("watch", cmd_watch, "live properties, events and status"),
                              ("events", cmd_events, "live events")):
         parser = action(name, func, text)
-        parser.add_argument("device", nargs="?", metavar="DEVICE")
-        parser.add_argument("--duration", type=duration, metavar="DURATION", help="stop after this long")
-        parser.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+        parser.add_argument("device", nargs="?", metavar="DEVICE", help="only this device (default: every device)")
+        parser.add_argument("--duration", type=duration, metavar="DURATION", help="stop after this long (default: until Ctrl-C)")
+        parser.add_argument("--count", type=int, metavar="N", help="stop after N messages (default: no limit)")

@@ -1,7 +1,9 @@
 """The ``citytwin`` command.
 
 Exit codes: 0 success, 1 failure at run time (e.g. the demo's checks failed), 2 bad usage
-or an invalid configuration (printed as ``file:line: path: message``, never a traceback).
+or an invalid configuration (printed as ``file:line: path: message``, never a traceback),
+141 the reader of stdout went away (``citytwin config schema | head``), as for a process
+ended by SIGPIPE, with nothing printed.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +73,26 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
+def add_override_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override one setting of the file, e.g. hub.url=mqtt://broker:1883 or "
+                             "devices[0].poll_period=2 (repeatable; wins over CITYTWIN__HUB__URL-style "
+                             "environment variables, which win over the file)")
+
+
+def _overrides(args: argparse.Namespace) -> list[Any] | int:
+    """The environment's overrides, then the ``--set`` ones; 2 after printing a malformed one."""
+    from citytwin.gateway import overrides
+
+    try:
+        given = overrides.from_set(args.overrides)
+    except ValueError as exc:
+        print(f"citytwin {args.command}: {exc}", file=sys.stderr)
+        return 2
+    overrides.use(given)  # a reload of the file applies them again
+    return overrides.active()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # a stop requested while the modules load (seconds on a slow box) is a clean stop too: nothing
     # has started yet; once the loop runs, its own handlers take over and shut down in order
@@ -76,8 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from citytwin.gateway.app import Gateway
     from citytwin.gateway.bootstrap import prepare_file
 
+    overrides = _overrides(args)
+    if isinstance(overrides, int):
+        return overrides
     try:
-        config, specs = prepare_file(args.config)
+        config, specs = prepare_file(args.config, overrides)
     except ConfigError as exc:
         return _print_config_error(exc)
 
@@ -105,12 +132,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from citytwin.gateway.bootstrap import prepare_file
 
+    overrides = _overrides(args)
+    if isinstance(overrides, int):
+        return overrides
     try:
-        config, specs = prepare_file(args.file)
+        config, specs = prepare_file(args.file, overrides)
     except ConfigError as exc:
         return _print_config_error(exc)
     points = sum(len(s.points) for s in specs.values())
     print(f"{args.file}: OK: gateway {config.gateway.id}, {len(specs)} device(s), {points} bound properties")
+    for override in overrides:
+        print(f"  {override.shown_path} = {override.shown_value()}  (from {override.origin})")
     return 0
 
 
@@ -132,7 +164,7 @@ def run_until_signal(work: Callable[[], Awaitable[None]]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from citytwin.gateway.cli.demo import run_demo
 
-    return _run_async(_until_signal(run_demo(args.duration, args.broker)))
+    return _run_async(_until_signal(run_demo(args.duration, args.broker, Path(args.log_file))))
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -158,19 +190,25 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="citytwin", description="Edge gateway and device-twin runtime for city digital twins.")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    from citytwin.gateway.cli.helpformat import Parser
+
+    parser = Parser(prog="citytwin", description="Edge gateway and device-twin runtime for city digital twins.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="least severe log level written to stderr")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="log lines for people (text) or for log collectors (json)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the gateway")
     run.add_argument("-c", "--config", required=True, help="gateway config file (YAML)")
+    add_override_options(run)
     run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="check a config file or print its schema")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file without starting")
-    check.add_argument("file")
+    check.add_argument("file", help="gateway config file (YAML)")
+    add_override_options(check)
     check.set_defaults(func=cmd_config_check)
     schema = config_sub.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=cmd_config_schema)
@@ -181,16 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     discover = sub.add_parser("discover", help="browse a device and print a starting binding")
     discover.add_argument("url", help="a device URL whose scheme a driver discovers, e.g. opcua://HOST:PORT[/PATH]")
-    discover.add_argument("--timeout", type=float, default=5.0)
-    discover.set_defaults(func=cmd_discover)
+    discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                          help="give up on a server that does not answer within this long (default: %(default)s)")
+    # asyncua warns about routine negotiation (e.g. the session timeout it was granted); the
+    # command's own output and errors say what matters
+    discover.set_defaults(func=cmd_discover, quiet_loggers=("asyncua",))
 
     from citytwin.gateway.cli.audit import add_audit_commands
 
     add_audit_commands(sub)
 
     demo = sub.add_parser("demo", help="run a whole street (four protocols, a broker, the gateway, an operator) on this machine")
-    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS; exit 0 only if everything worked")
-    demo.add_argument("--broker", default=None, help="use this broker (mqtt://HOST:PORT) instead of the embedded one")
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                      help="stop after SECONDS; exit 0 only if everything worked (default: until Ctrl-C)")
+    demo.add_argument("--broker", default=None, metavar="URL",
+                      help="use this broker (mqtt://HOST:PORT, MQTT 5) instead of the embedded one (default: embedded amqtt)")
+    demo.add_argument("--log-file", default=str(Path(tempfile.gettempdir()) / "citytwin-demo.log"), metavar="FILE",
+                      help="where the gateway's log lines go during the demo (warnings show on the console too)")
     demo.set_defaults(func=cmd_demo)
     from citytwin.gateway.cli.hub import add_hub_commands
     add_hub_commands(sub)
@@ -203,13 +248,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for ``yes | head -1``
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
     try:
-        return int(args.func(args))
+        args = build_parser().parse_args(argv)
+        setup_logging(args.log_level, args.log_format)
+        for name in getattr(args, "quiet_loggers", ()):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as the Python docs recommend:
+    point stdout at devnull so the interpreter's final flush cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """``citytwin status`` and ``citytwin reload``: ask the running gateway through its HTTP API.
 
-The gateway is found by its config file (``http.host``/``http.port``) or by ``--url``. Reload
+The gateway is found by its config file (``http.host``/``http.port``) or by ``--url``. With
+``-c`` the answering gateway's id must be the file's ``gateway.id``: with two gateways on one box
+the second may have failed to bind the port, and the first one's health is not its health. Reload
 is a ``POST /reload`` rather than a signal to a pid file: the answer carries what was added,
 removed and changed, or the file:line errors of a refused file, so the operator sees the
 result where they typed the command. (SIGHUP does the same, with the result in the log.)
 
-Exit codes: 0 healthy / applied; 1 unhealthy, or the gateway could not be reached;
-2 bad usage, an unreadable config, or a reload refused because the file is invalid.
+Exit codes: 0 healthy / applied; 1 unhealthy, the gateway could not be reached, or another
+gateway answered on its port; 2 bad usage, an unreadable config, or a reload refused because
+the file is invalid.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from citytwin.gateway.config import ConfigError, ConfigIssue, HttpSection, parse_config
+from citytwin.gateway import overrides
+from citytwin.gateway.config import ConfigError, HttpSection
+from citytwin.gateway.configfile import read_config_text
 
 TIMEOUT = 30.0  # s; a reload waits for in-flight commands of the devices it restarts
 
@@ -44,39 +49,48 @@ def add_ops_commands(sub: Any) -> None:
 
 def _target(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("-c", "--config", help="the running gateway's config file (for http.host/http.port)")
+    where.add_argument("-c", "--config", help="the running gateway's config file: http.host/http.port say where to ask, "
+                       "and the gateway answering there must have its gateway.id")
     where.add_argument("--url", help="the gateway's HTTP API, e.g. http://127.0.0.1:9108")
 
 
-def base_url(args: argparse.Namespace) -> str:
+def target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The gateway's HTTP API and, with ``-c``, the gateway id that must answer there."""
     if args.url:
-        return str(args.url).rstrip("/")
+        return str(args.url).rstrip("/"), None
     path = Path(args.config)
+    text = read_config_text(path)
+    env = overrides.from_env()  # the running gateway saw the same CITYTWIN__… settings
+    expected: str | None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(source=str(path), line=0, path="", message=f"cannot read: {exc}")]) from None
-    try:
-        http = parse_config(text, str(path))[0].http
+        config = overrides.parse(text, str(path), env)[0]
+        http, expected = config.http, config.gateway.id
     except ConfigError:
         # a file being edited may be invalid elsewhere: its http section is enough to find
         # the gateway, which then answers (and refuses an invalid file) itself
-        http = _http_section_only(text, path)
+        http, expected = _http_section_only(text, path, env)
     if not http.enabled:
         raise Unreachable(f"{path}: http.enabled is false, so the gateway has no HTTP API to ask "
                           "(send SIGHUP to reload: systemctl reload citytwin-gateway)")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{http.port}"
+    return f"http://{host}:{http.port}", expected
 
 
-def _http_section_only(text: str, path: Path) -> HttpSection:
+def _http_section_only(text: str, path: Path, env: list[overrides.Override]) -> tuple[HttpSection, str | None]:
     try:
         data = yaml.safe_load(text)
-        return HttpSection.model_validate((data.get("http") if isinstance(data, dict) else None) or {})
-    except (yaml.YAMLError, ValidationError):
-        parse_config(text, str(path))  # raises ConfigError with every issue, file:line
+        if isinstance(data, dict):
+            overrides.apply(data, env)
+        else:
+            data = {}
+        section = data.get("gateway")
+        expected = section.get("id") if isinstance(section, dict) else None
+        return (HttpSection.model_validate(data.get("http") or {}),
+                expected if isinstance(expected, str) else None)
+    except (yaml.YAMLError, ValidationError, AttributeError):
+        overrides.parse(text, str(path), env)  # raises ConfigError with every issue, file:line
         raise
 
 
@@ -95,9 +109,9 @@ def _call(url: str, method: str = "GET") -> tuple[int, Any]:
         raise Unreachable(f"cannot reach the gateway at {url}: {reason}") from None
 
 
-def _resolve(args: argparse.Namespace) -> str | int:
+def _resolve(args: argparse.Namespace) -> tuple[str, str | None] | int:
     try:
-        return base_url(args)
+        return target(args)
     except ConfigError as exc:
         for issue in exc.issues:
             print(str(issue), file=sys.stderr)
@@ -107,12 +121,27 @@ def _resolve(args: argparse.Namespace) -> str | int:
         return 1
 
 
+class WrongGateway(Unreachable):
+    """Another gateway answers where the config's should: its status is not this one's."""
+
+
+def check_identity(args: argparse.Namespace, base: str, expected: str | None, doc: Any) -> None:
+    answered = doc.get("gateway") if isinstance(doc, dict) else None
+    if expected is not None and answered != expected:
+        raise WrongGateway(
+            f"{base} is answered by gateway {answered!r}, not {expected!r} of {args.config}: "
+            f"another gateway holds the port, so {expected} is not running or could not bind it "
+            f"(its log says why; give each gateway its own http.port)")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    base = _resolve(args)
-    if isinstance(base, int):
-        return base
+    resolved = _resolve(args)
+    if isinstance(resolved, int):
+        return resolved
+    base, expected = resolved
     try:
         _, doc = _call(f"{base}/status")
+        check_identity(args, base, expected, doc)
     except Unreachable as exc:
         if not args.quiet:
             print(str(exc), file=sys.stderr)
@@ -164,10 +193,13 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    base = _resolve(args)
-    if isinstance(base, int):
-        return base
+    resolved = _resolve(args)
+    if isinstance(resolved, int):
+        return resolved
+    base, expected = resolved
     try:
+        if expected is not None:  # never make another gateway re-read its file
+            check_identity(args, base, expected, _call(f"{base}/status")[1])
         code, doc = _call(f"{base}/reload", method="POST")
     except Unreachable as exc:
         print(str(exc), file=sys.stderr)

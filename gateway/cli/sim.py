@@ -96,39 +96,42 @@ def add_sim_commands(sub: Any) -> None:
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-        parser.add_argument("--seed", type=int, default=None)
+        parser.add_argument("--seed", type=int, default=None,
+                            help="seed of the simulated process noise, for repeatable runs (default: random)")
 
     pump = sims.add_parser("pump-station", help="pump station PLC over Modbus TCP (or RTU with --serial)")
-    pump.add_argument("--host", default="127.0.0.1")
-    pump.add_argument("--port", type=int, default=5020)
-    pump.add_argument("--unit", type=int, default=1)
+    pump.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    pump.add_argument("--port", type=int, default=5020, help="Modbus TCP port to listen on")
+    pump.add_argument("--unit", type=int, default=1, help="Modbus unit (slave) id the station answers to")
     pump.add_argument("--count", type=int, default=1, help="run COUNT stations on ports PORT, PORT+1, …")
-    pump.add_argument("--serial", default=None, metavar="DEVICE", help="serve Modbus RTU on this serial device")
+    pump.add_argument("--serial", default=None, metavar="DEVICE",
+                      help="serve Modbus RTU on this serial device instead of TCP (default: TCP)")
     pump.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing on the TCP port (serial device servers)")
-    pump.add_argument("--baudrate", type=int, default=19200)
-    pump.add_argument("--parity", default="E", choices=["N", "E", "O"])
+    pump.add_argument("--baudrate", type=int, default=19200, help="serial speed with --serial")
+    pump.add_argument("--parity", default="E", choices=["N", "E", "O"], help="serial parity with --serial (none, even, odd)")
     common(pump)
     pump.set_defaults(func=cmd_pump_station)
 
     inter = sims.add_parser("intersection", help="signal controller and detectors over OPC UA")
-    inter.add_argument("--host", default="127.0.0.1")
-    inter.add_argument("--port", type=int, default=4840)
-    inter.add_argument("--pki-dir", type=Path, default=None, help="enable the secured endpoint with certificates here")
+    inter.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    inter.add_argument("--port", type=int, default=4840, help="OPC UA port to listen on")
+    inter.add_argument("--pki-dir", type=Path, default=None,
+                       help="enable the secured endpoint with certificates here (default: unsecured only)")
     common(inter)
     inter.set_defaults(func=cmd_intersection)
 
     sensors = sims.add_parser("city-sensors", help="air-quality station and manhole level sensor over CoAP")
-    sensors.add_argument("--host", default="127.0.0.1")
-    sensors.add_argument("--port", type=int, default=5683)
+    sensors.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sensors.add_argument("--port", type=int, default=5683, help="CoAP UDP port to listen on")
     sensors.add_argument("--interval", type=float, default=5.0, help="seconds between observe notifications")
     common(sensors)
     sensors.set_defaults(func=cmd_city_sensors)
 
     meters = sims.add_parser("meters", help="water meters publishing on their own MQTT topics")
-    meters.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    meters.add_argument("--count", type=int, default=3)
-    meters.add_argument("--prefix", default="meters")
-    meters.add_argument("--report-interval", type=int, default=1)
+    meters.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="the meters' own MQTT broker")
+    meters.add_argument("--count", type=int, default=3, help="how many meters (meter-1 … meter-COUNT)")
+    meters.add_argument("--prefix", default="meters", help="first segment of the meters' topics")
+    meters.add_argument("--report-interval", type=int, default=1, help="seconds between a meter's reports")
     common(meters)
     meters.set_defaults(func=cmd_meters)
 
