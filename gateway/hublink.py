@@ -143,12 +143,25 @@ class HubLink:
         while (self._queue or self._state_pending or self._inflight or self._outbox_inflight
                or (self.outbox is not None and self.connected and not self.outbox.idle)):
             if loop.time() >= deadline:
-                kept = f"; {self.outbox.depth} stored in the outbox for the next start" if self.outbox else ""
-                log.warning("hub: %d message(s) not delivered at shutdown%s",
-                            len(self._queue) + len(self._state_pending), kept)
+                log.warning("%s", self._undelivered())
                 return False
             await asyncio.sleep(0.01)
         return True
+
+    def _undelivered(self) -> str:
+        """What shutdown leaves behind, said truthfully: what is safe, what comes back, what is lost."""
+        parts = []
+        if self.outbox is not None and self.outbox.depth:
+            parts.append(f"{self.outbox.depth} report(s) and event(s) are safe in the outbox and go out "
+                         "after the next start")
+        if self._state_pending:
+            parts.append(f"{len(self._state_pending)} retained state document(s) (status, twins) were not "
+                         "sent; the next start publishes them again")
+        if self._queue:
+            parts.append(f"{len(self._queue)} command reply(ies) or gateway event(s) could not be sent and are "
+                         "not kept (a command sent again with the same id gets its first reply)")
+        where = "unreachable" if not self.connected else "too slow to acknowledge everything"
+        return f"hub {self.config.url} {where} at shutdown: " + ("; ".join(parts) or "nothing was pending")
 
     # --- connection ---------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:

@@ -206,3 +206,17 @@ async def test_commands_go_through_the_runner_with_the_configured_timeout(tmp_pa
         assert "within 0.2 s" in reply["error"]["message"]
         assert time.monotonic() - started < 2
         slow.set()
+
+
+async def test_shutdown_without_a_hub_says_what_is_safe_and_what_comes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="citytwin.hub")
+    async with InProcessGateway(config(), tmp_path, device()) as gw:
+        await gw.wait_for(lambda: gw.gw.outbox.depth > 0, what="reports stored")
+        await gw.command("ps", "get", payload={"id": "g1"})
+    (line,) = [r.getMessage() for r in caplog.records if "at shutdown" in r.getMessage()]
+    assert line.startswith("hub mqtt://127.0.0.1:1 unreachable at shutdown: ")
+    assert "report(s) and event(s) are safe in the outbox and go out after the next start" in line
+    assert "retained state document(s) (status, twins) were not sent; the next start publishes them again" in line
+    assert "not delivered" not in line
