@@ -130,14 +130,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     url: str = args.url
-    if not url.startswith(("opcua://", "opc.tcp://")):
+    if url.startswith("bacnet://"):  # until discoverers are picked from the registry by scheme
+        from citytwin.drivers.bacnet.discover import discover_bacnet as discover
+    elif not url.startswith(("opcua://", "opc.tcp://")):
         print(f"citytwin discover: unsupported URL {url!r}; use opcua://HOST:PORT", file=sys.stderr)
         return 2
+    else:
+        from citytwin.drivers.opcua.discover import discover_opcua as discover
     from citytwin.drivers.errors import DriverError
-    from citytwin.drivers.opcua.discover import discover_opcua
 
     try:
-        print(_run_async(discover_opcua(url, args.timeout)), end="")
+        print(_run_async(discover(url, args.timeout)), end="")
     except (DriverError, OSError, TimeoutError) as exc:
         print(f"citytwin discover: {url}: {exc}", file=sys.stderr)
         return 1
@@ -167,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
 
     discover = sub.add_parser("discover", help="browse a device and print a starting binding")
-    discover.add_argument("url", help="opcua://HOST:PORT[/PATH]")
+    discover.add_argument("url", help="opcua://HOST:PORT[/PATH] or bacnet://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0)
     discover.set_defaults(func=cmd_discover)
 

@@ -52,6 +52,12 @@ def cmd_meters(args: argparse.Namespace) -> int:
     return _run(lambda: serve(args.broker, args.count, args.prefix, args.report_interval, args.speed, args.seed))
 
 
+def cmd_bacnet_building(args: argparse.Namespace) -> int:
+    from citytwin.simulators.bacnet_building.server import serve
+
+    return _run(lambda: serve(args.host, args.port, args.device_id, args.zones, args.speed, args.seed))
+
+
 def add_sim_commands(sub: Any) -> None:
     sim = sub.add_parser("sim", help="run a device simulator")
     sims = sim.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
@@ -93,3 +99,11 @@ def add_sim_commands(sub: Any) -> None:
     meters.add_argument("--report-interval", type=int, default=1)
     common(meters)
     meters.set_defaults(func=cmd_meters)
+
+    building = sims.add_parser("bacnet-building", help="air-handling unit and lighting zones over BACnet/IP (COV)")
+    building.add_argument("--host", default="127.0.0.1")
+    building.add_argument("--port", type=int, default=47808, help="UDP port (the gateway needs another one on the same host)")
+    building.add_argument("--device-id", type=int, default=1001)
+    building.add_argument("--zones", type=int, default=4, help="lighting zones")
+    common(building)
+    building.set_defaults(func=cmd_bacnet_building)

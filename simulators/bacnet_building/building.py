@@ -20,6 +20,7 @@ ZONE_BASE = 100
 RATED_W = 400.0
 FILTER_ALARM_PA = 250.0
 FAN_DELAY_S = 2.0
+COIL_K = 12.0  # the cooling coil takes at most this much off the return air
 
 
 def _common(kind: str, instance: int, name: str) -> dict[str, Any]:
@@ -90,11 +91,15 @@ class Building:
             obj.presentValue = value
 
     def set_flags(self, name: str, *, fault: bool = False, out_of_service: bool = False,
-                  overridden: bool = False, in_alarm: bool = False) -> None:
-        """Fault injection for tests and demos: the object's status-flags (and out-of-service)."""
+                  in_alarm: bool = False) -> None:
+        """Fault injection for tests and demos. bacpypes3 derives status-flags from the event
+        state, reliability and out-of-service (overridden is always clear), so those are set;
+        the flags are assigned first, which is what tells the COV detection to notify."""
         obj = self.objects[name]
+        obj.statusFlags = [int(in_alarm), int(fault), 0, int(out_of_service)]
+        obj.eventState = "offnormal" if in_alarm else "normal"
+        obj.reliability = "unreliable-other" if fault else "no-fault-detected"
         obj.outOfService = out_of_service
-        obj.statusFlags = [int(in_alarm), int(fault), int(overridden), int(out_of_service)]
 
     def step(self, dt: float) -> None:
         self.time += dt
@@ -111,8 +116,8 @@ class Building:
         supply = float(self.value("ahu-supply-air-temp"))
         setpoint = float(self.value("ahu-supply-air-temp-setpoint"))
         if running:
-            valve = max(0.0, min(100.0, (ret - setpoint) * 12.0))
-            target = ret - valve / 100.0 * 12.0
+            valve = max(0.0, min(100.0, (ret - setpoint) / COIL_K * 100.0))
+            target = ret - valve / 100.0 * COIL_K
         else:
             valve, target = 0.0, ret
         supply += (target - supply) * min(1.0, dt / 20.0)
@@ -125,7 +130,7 @@ class Building:
             alarm = dp > FILTER_ALARM_PA
             if not obj.outOfService and bool(obj.statusFlags[0]) != alarm:
                 obj.statusFlags = [int(alarm), *list(obj.statusFlags)[1:]]
-                obj.eventState = "offnormal" if alarm else "normal"
+                obj.eventState = "offnormal" if alarm else "normal"  # what the flags derive from
         for k in range(1, self.zones + 1):
             if self.rng.random() < dt / 120.0:
                 occupied = int(self.value(f"zone-{k}-occupancy")) == 1
