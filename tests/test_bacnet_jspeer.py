@@ -111,9 +111,16 @@ async def driver(peer: JsPeer) -> AsyncIterator[tuple[BacnetDriver, list[Reading
     await drv.close()
 
 
+def _holds(condition: Any) -> bool:
+    try:
+        return bool(condition())
+    except AttributeError:  # last(...) is still None: nothing pushed yet
+        return False
+
+
 async def wait_for(condition: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not _holds(condition):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
