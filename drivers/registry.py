@@ -196,7 +196,12 @@ def _opcua_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Dri
 
 def _bacnet_models() -> BindingModels:
     from citytwin.drivers.bacnet.binding import (
-        ANALOG, BINARY, TEXT, BacnetCall, BacnetConnection, BacnetPoint,
+        ANALOG,
+        BINARY,
+        TEXT,
+        BacnetCall,
+        BacnetConnection,
+        BacnetPoint,
     )
 
     def writable(point: BaseModel) -> bool:

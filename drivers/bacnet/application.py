@@ -112,7 +112,7 @@ def _create(local_address: str, device_id: int) -> GatewayApplication:
         networkNumber=0,
         networkNumberQuality="unknown",
     )
-    app = GatewayApplication.from_object_list([device, port])
+    app: GatewayApplication = GatewayApplication.from_object_list([device, port])
     app.cov_handlers = {}
     return app
 

@@ -82,18 +82,13 @@ class Subscriptions:
         await self._run_due(list(self.states))
         self._task = asyncio.create_task(self._renew_forever(), name=f"bacnet-cov:{self._peer}")
 
-    async def stop(self, cancel_on_device: bool) -> None:
+    async def stop(self) -> None:
+        """Stops renewing. Nothing is cancelled on the device: a subscription left there ends
+        with its lifetime, and cancelling a thousand of them would hold up a reconnect."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if cancel_on_device:  # best effort: unanswered, the subscriptions expire on their own
-            active = [obj for obj, s in self.states.items() if s.active]
-            try:
-                async with asyncio.timeout(min(1.0, self._conn.timeout)):
-                    await self._gather(self._cancel, active)
-            except TimeoutError:
-                pass
         for state in self.states.values():
             state.active = False
 
@@ -150,14 +145,3 @@ class Subscriptions:
             log.info("%s: COV of %s subscribed again", self._peer, obj)
         state.active, state.reason = True, None
         state.due = time.monotonic() + self.renew_after
-
-    async def _cancel(self, obj: Any) -> None:
-        request = SubscribeCOVRequest(
-            subscriberProcessIdentifier=self._process_id,
-            monitoredObjectIdentifier=obj,
-            destination=self._peer,
-        )
-        try:
-            await self._send(self._request(request), f"cancelling COV of {obj}")
-        except (DeviceError, TransportError):
-            pass

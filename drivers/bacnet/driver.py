@@ -132,7 +132,7 @@ class BacnetDriver(Driver, Invokable):
     async def close(self) -> None:
         cov, self._cov = self._cov, None
         if cov is not None:
-            await cov.stop(cancel_on_device=not self._send.link_failed)
+            await cov.stop()
         shared, self._shared = self._shared, None
         if shared is not None:
             if self._process_id is not None:
@@ -174,7 +174,7 @@ class BacnetDriver(Driver, Invokable):
         if not names:
             return
         present: Any = None
-        bits = (0, 0, 0, 0)
+        bits: tuple[int, ...] = (0, 0, 0, 0)
         for item in values:
             prop = str(item.propertyIdentifier)
             if prop == PRESENT_VALUE:
