@@ -117,9 +117,20 @@ class Subscriptions:
                 pass
 
     async def _run_due(self, objects: list[Any]) -> None:
+        """(Re)subscribes ``objects``; one log line for the round, not one per object."""
         renewing = sum(self.states[obj].active for obj in objects)
+        lost = {obj for obj in objects if self.states[obj].active or self.states[obj].reason is None}
+        back = {obj for obj in objects if self.states[obj].reason is not None}
         await self._gather(self._subscribe, objects)
         self.renewals += renewing
+        failed = [obj for obj in objects if not self.states[obj].active]
+        newly = [obj for obj in failed if obj in lost]
+        if newly:
+            log.warning("%s: COV of %d object(s) not available, polled instead (%s: %s)", self._peer,
+                        len(newly), newly[0], self.states[newly[0]].reason)
+        regained = [obj for obj in back if self.states[obj].active]
+        if regained:
+            log.info("%s: COV of %d object(s) subscribed again", self._peer, len(regained))
 
     async def _subscribe(self, obj: Any) -> None:
         state = self.states[obj]
@@ -134,14 +145,10 @@ class Subscriptions:
         try:
             await self._send(self._request(request), f"subscribing to COV of {obj}")
         except (DeviceError, TransportError) as exc:
-            if state.active or state.reason is None:
-                log.warning("%s: COV of %s not available, polled instead: %s", self._peer, obj, exc)
             state.active = False
             state.reason = str(exc)
             state.due = time.monotonic() + conn.cov_retry
             self.refusals += 1
             return
-        if state.reason is not None:
-            log.info("%s: COV of %s subscribed again", self._peer, obj)
         state.active, state.reason = True, None
         state.due = time.monotonic() + self.renew_after
