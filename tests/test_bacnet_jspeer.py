@@ -50,6 +50,10 @@ class JsPeer:
         self._wait_event("listening", 15.0)
 
     def _wait_event(self, kind: str, timeout: float) -> dict[str, Any]:
+        return self.wait_event(kind, timeout=timeout)
+
+    def wait_event(self, kind: str, match: Any = lambda event: True, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event of ``kind`` that ``match``es (the peer writes one JSON line each)."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -58,7 +62,7 @@ class JsPeer:
                 raise AssertionError(f"the JS peer exited: {self.proc.wait()}")
             event = json.loads(line)
             self.events.append(event)
-            if event["event"] == kind:
+            if event["event"] == kind and match(event):
                 return event
         raise AssertionError(f"no {kind} event from the JS peer within {timeout} s")
 
@@ -231,3 +235,20 @@ async def test_discover_prints_binding_and_model(peer: JsPeer) -> None:
     assert props["zone_temp"]["dataType"]["specs"]["unit"] == "°C"
     assert props["zone_lights"]["dataType"]["type"] == "bool"
     assert props["zone_temp_setpoint"]["accessMode"] == "rw"
+
+
+async def test_confirmed_notifications_are_acknowledged(peer: JsPeer) -> None:
+    conn = BacnetConnection(address=f"127.0.0.1:{peer.port}", local_address=f"127.0.0.1:{free_udp_port()}",
+                            timeout=2.0, cov_confirmed=True, cov_lifetime=30)
+    drv = BacnetDriver(conn, {"temperature": POINTS["temperature"]})
+    pushed: list[Reading] = []
+    drv.set_push_sink(pushed.extend)
+    async with drv:
+        peer.command(op="set", object="analog-input,1", value=19.0)
+        await wait_for(lambda: last(pushed, "temperature").value == 19.0)  # type: ignore[union-attr]
+        peer.command(op="set", object="analog-input,1", value=19.5)
+        await wait_for(lambda: last(pushed, "temperature").value == 19.5)  # type: ignore[union-attr]
+        await asyncio.to_thread(peer.wait_event, "acked", lambda e: e["value"] == 19.5)
+    subscribes = [e for e in peer.events if e["event"] == "subscribe"]
+    assert subscribes and all(e["confirmed"] and e["lifetime"] == 30 for e in subscribes)
+    assert not [e for e in peer.events if e["event"] == "error"]

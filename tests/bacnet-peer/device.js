@@ -93,6 +93,7 @@ function notify(obj) {
     const oid = { type: obj.type, instance: obj.instance }
     if (sub.confirmed) {
       client.confirmedCOVNotification({ address: sub.address }, oid, sub.processId, deviceId, remaining, values)
+        .then(() => out({ event: 'acked', object: obj.name, value: obj.value }))
         .catch((err) => out({ event: 'error', message: `confirmed COV: ${err.message}` }))
     } else {
       client.unconfirmedCOVNotification({ address: sub.address }, sub.processId, deviceId, oid, remaining, values)
@@ -183,7 +184,7 @@ client.on('subscribeCov', (content) => {
       confirmed: !!p.issueConfirmedNotifications, expires: lifetime ? Date.now() + lifetime * 1000 : 0,
     })
   }
-  out({ event: 'subscribe', object: obj.name, process: p.subscriberProcessId, lifetime: p.lifetime, cancel })
+  out({ event: 'subscribe', object: obj.name, process: p.subscriberProcessId, lifetime: p.lifetime, confirmed: !!p.issueConfirmedNotifications, cancel })
   client.simpleAckResponse(sender, S.SUBSCRIBE_COV, content.invokeId)
   if (!cancel) setImmediate(() => notify(obj)) // the initial notification, after the ack
 })
