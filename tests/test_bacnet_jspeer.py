@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from citytwin.drivers.bacnet.binding import BacnetCall, BacnetConnection, BacnetPoint
 from citytwin.drivers.bacnet.discover import discover_bacnet
@@ -221,7 +222,6 @@ async def test_unknown_device_id_is_a_connect_error(peer: JsPeer) -> None:
 
 async def test_discover_prints_binding_and_model(peer: JsPeer) -> None:
     text = await discover_bacnet(f"bacnet://127.0.0.1:{peer.port}", 3.0)
-    import yaml
 
     binding, model = list(yaml.safe_load_all(text))
     assert binding["driver"] == "bacnet"

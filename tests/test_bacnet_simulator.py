@@ -3,6 +3,7 @@ reads, COV, writes at a priority, relinquish, status-flags, out-of-service, a re
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from test_bacnet_jspeer import free_udp_port, last, wait_for
 
 from citytwin.drivers.bacnet.binding import BacnetCall, BacnetConnection, BacnetPoint
@@ -19,6 +21,7 @@ from citytwin.drivers.errors import ConnectError, DeviceError
 from citytwin.drivers.registry import binding_models, create_driver
 from citytwin.simulators.bacnet_building.building import Building
 from citytwin.simulators.bacnet_building.server import BuildingSimulator
+from citytwin.thingmodels.loader import parse_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,3 +193,33 @@ async def test_building_physics() -> None:
     building.objects["zone-1-lights"].presentValue = "inactive"
     building.step(1.0)
     assert float(building.value("zone-1-power")) == 320.0  # out of service: the plant no longer writes it
+
+
+async def test_discover_cli_against_the_simulator(sim: BuildingSimulator) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "citytwin.gateway.cli", "discover", f"bacnet://127.0.0.1:{sim.port}",
+        "--timeout", "3", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+
+    binding, model = list(yaml.safe_load_all(out.decode()))
+    assert binding["connection"] == {"address": f"127.0.0.1:{sim.port}", "device_id": 1001}
+    points = binding["points"]
+    assert points["ahu_supply_air_temp_setpoint"] == {"object": "analog-value,1", "writable": True, "priority": 8}
+    assert points["zone_2_lights"] == {"object": "binary-output,102", "writable": True, "priority": 8}
+    assert points["ahu_filter_dp"] == {"object": "analog-input,3"}
+    units = {p["identifier"]: p["dataType"]["specs"].get("unit") for p in model["properties"]}
+    assert units["ahu_filter_dp"] == "Pa" and units["zone_1_power"] == "W"
+    # the printed model loads as a thing model
+
+    assert "ahu_supply_air_temp" in parse_model(model).properties
+
+
+async def test_discover_cli_without_a_device() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "citytwin.gateway.cli", "discover", f"bacnet://127.0.0.1:{free_udp_port()}",
+        "--timeout", "0.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and b"no I-Am" in err and b"Traceback" not in err
