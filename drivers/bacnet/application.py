@@ -27,17 +27,24 @@ from bacpypes3.apdu import (
     UnconfirmedCOVNotificationRequest,
 )
 from bacpypes3.app import Application
+from bacpypes3.appservice import ApplicationServiceAccessPoint
 from bacpypes3.errors import ServicesError
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
-from bacpypes3.pdu import Address
+from bacpypes3.pdu import PDU, Address
 
+from citytwin.drivers.bacnet import notification
 from citytwin.drivers.errors import BindingError
 
 log = logging.getLogger("citytwin.drivers.bacnet")
 
 CovHandler = Callable[[Any, Sequence[Any]], None]
 """Called with (monitored object identifier, list of PropertyValue) for one notification."""
+
+FastCovHandler = Callable[[int, dict[int, tuple[int, Any]]], bool]
+"""Called with (monitored object as its 32-bit identifier, {property id: (application tag,
+value)}) for an unconfirmed notification decoded by ``notification.decode``; returns False
+to have it decoded by bacpypes3 and passed to the ``CovHandler`` instead."""
 
 _APDU_TIMEOUT_MS = 1000  # one lost datagram costs a second, not the default three
 _APDU_RETRIES = 2
@@ -48,6 +55,7 @@ class GatewayApplication(Application):  # type: ignore[misc]
     """bacpypes3's application with COV notifications routed by subscriber process id."""
 
     cov_handlers: dict[int, tuple[Address, CovHandler]]
+    fast_handlers: dict[int, FastCovHandler]
 
     async def do_ConfirmedCOVNotificationRequest(self, apdu: ConfirmedCOVNotificationRequest) -> None:
         if not self._route(apdu):
@@ -68,6 +76,33 @@ class GatewayApplication(Application):  # type: ignore[misc]
         return True
 
 
+class FastCovAccessPoint(ApplicationServiceAccessPoint):  # type: ignore[misc]
+    """bacpypes3's access point with unconfirmed COV notifications decoded by
+    ``notification.decode`` before the generic decoder sees them."""
+
+    fast_app: GatewayApplication
+
+    async def confirmation(self, pdu: PDU) -> None:
+        data = pdu.pduData
+        if len(data) > 1 and data[0] == notification.UNCONFIRMED_REQUEST and data[1] == notification.COV_NOTIFICATION:
+            decoded = notification.decode(bytes(data))
+            if decoded is not None:
+                process_id, monitored, values = decoded
+                app = self.fast_app
+                entry = app.cov_handlers.get(process_id)
+                handler = app.fast_handlers.get(process_id)
+                if entry is None or entry[0] != pdu.pduSource:
+                    return  # not ours (or no longer): dropped, as bacpypes3 would
+                if handler is not None:
+                    try:
+                        if handler(monitored, values):
+                            return
+                    except Exception:
+                        log.exception("COV notification from %s could not be handled", pdu.pduSource)
+                        return
+        await super().confirmation(pdu)
+
+
 @dataclass(eq=False)
 class Shared:
     """One application and its users on one loop."""
@@ -79,17 +114,20 @@ class Shared:
     next_process_id: int = 1
     process_ids: set[int] = field(default_factory=set)
 
-    def register(self, peer: Address, handler: CovHandler) -> int:
-        """A fresh subscriber process identifier routed to ``handler``."""
+    def register(self, peer: Address, handler: CovHandler, fast: FastCovHandler | None = None) -> int:
+        """A fresh subscriber process identifier routed to ``handler`` (and ``fast``)."""
         while self.next_process_id in self.app.cov_handlers:
             self.next_process_id = self.next_process_id % 4_194_303 + 1
         process_id = self.next_process_id
         self.next_process_id = process_id % 4_194_303 + 1
         self.app.cov_handlers[process_id] = (peer, handler)
+        if fast is not None:
+            self.app.fast_handlers[process_id] = fast
         return process_id
 
     def unregister(self, process_id: int) -> None:
         self.app.cov_handlers.pop(process_id, None)
+        self.app.fast_handlers.pop(process_id, None)
 
 
 _shared: dict[tuple[asyncio.AbstractEventLoop, str], Shared] = {}
@@ -114,6 +152,9 @@ def _create(local_address: str, device_id: int) -> GatewayApplication:
     )
     app: GatewayApplication = GatewayApplication.from_object_list([device, port])
     app.cov_handlers = {}
+    app.fast_handlers = {}
+    app.asap.__class__ = FastCovAccessPoint  # built by from_object_list; only the class changes
+    app.asap.fast_app = app
     return app
 
 

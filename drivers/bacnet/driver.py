@@ -29,8 +29,14 @@ from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import Atomic, ObjectIdentifier
 from bacpypes3.vendor import get_vendor_info
 
-from citytwin.drivers.bacnet import application, convert
-from citytwin.drivers.bacnet.binding import BacnetCall, BacnetConnection, BacnetPoint, split_address
+from citytwin.drivers.bacnet import application, convert, notification
+from citytwin.drivers.bacnet.binding import (
+    BINARY,
+    BacnetCall,
+    BacnetConnection,
+    BacnetPoint,
+    split_address,
+)
 from citytwin.drivers.bacnet.cov import Subscriptions
 from citytwin.drivers.bacnet.requests import Requester
 from citytwin.drivers.base import Driver, Health, Invokable, Quality, Reading
@@ -61,6 +67,8 @@ class BacnetDriver(Driver, Invokable):
             if point.subscribed and connection.cov:
                 self._by_object.setdefault(self._objects[name], []).append(name)
         vendor = get_vendor_info(0)
+        self._by_code = {(int(obj[0]) << 22) | int(obj[1]): obj for obj in self._by_object}
+        self._binary = {obj for obj in self._by_object if str(obj[0]) in BINARY}
         self._pv_types = {
             obj: vendor.get_object_class(obj[0]).get_property_type(PRESENT_VALUE)
             for obj in self._by_object
@@ -87,7 +95,7 @@ class BacnetDriver(Driver, Invokable):
             self._peer = Address(f"{await self._resolve()}:{self._port}")
             self._device_id = await self._find_device(shared.app, self._peer)
             if self._by_object:
-                self._process_id = shared.register(self._peer, self._notified)
+                self._process_id = shared.register(self._peer, self._notified, self._notified_fast)
                 self._cov = Subscriptions(
                     conn, self._peer, list(self._by_object), self._process_id, self._send,
                     shared.app.request,
@@ -182,12 +190,34 @@ class BacnetDriver(Driver, Invokable):
                 present = item.value.cast_out(pv_type, null=issubclass(pv_type, Atomic))
             elif prop == STATUS_FLAGS:
                 bits = convert.flags(item.value.cast_out(StatusFlags))
+        if present is not None:
+            self._deliver(names, convert.raw(present), bits)
+
+    def _notified_fast(self, monitored: int, values: dict[int, tuple[int, Any]]) -> bool:
+        """An unconfirmed notification as ``notification.decode`` read it; False leaves it to
+        bacpypes3 (named enumerations, types the fast decoder does not convert)."""
+        obj = self._by_code.get(monitored)
+        if obj is None:
+            return True
+        present = values.get(notification.PRESENT_VALUE)
         if present is None:
-            return
+            return True
+        tag, value = present
+        if obj in self._binary:
+            if tag != notification.TAG_ENUMERATED:
+                return False
+            value = value == 1
+        elif tag not in notification.PLAIN_TAGS:
+            return False
+        flag_value = values.get(notification.STATUS_FLAGS)
+        bits = convert.flags(flag_value[1]) if flag_value and flag_value[0] == notification.TAG_BIT_STRING else (0, 0, 0, 0)
+        self._deliver(self._by_object[obj], value, bits)
+        return True
+
+    def _deliver(self, names: list[str], value: Any, bits: tuple[int, ...]) -> None:
         self._notifications += 1
         quality, reason = convert.quality(bits)
         ts = convert.now_ms()
-        value = convert.raw(present)
         for name in names:
             self._pending.append(Reading(name, None if quality is Quality.BAD else value, ts, quality, reason))
         if not self._flush_scheduled:
