@@ -8,11 +8,14 @@ this process, one after the other against that same device:
   notifications into the push sink), and ``read()`` called once per poll period as the
   gateway's runner does (it then only probes the device);
 - poll: the baseline, the same objects bound in ``mode: poll``, ``read()`` once per poll
-  period (ReadPropertyMultiple of present-value and status-flags, 40 objects a request).
+  period (ReadPropertyMultiple of present-value and status-flags, 40 objects a request);
+- cov into the gateway pipeline: as cov, every batch pushed on into a real
+  ``DevicePipeline`` (model checks, deadband, twin update, report messages) built from a
+  generated model and config — everything up to the outbox and the MQTT publish.
 
 Figures: readings delivered per second, this process's CPU (user+system) as a share of one
 core, and CPU per delivered reading; the cov/poll ratios are from the same run. The push
-sink only counts: the gateway's pipeline and hub link are not in these figures. Prints a
+sink only counts in the first two; the hub link (outbox, MQTT) is in none of them. Prints a
 table and writes a JSON record to ``benchmarks/results/``. Usage::
 
     python -m benchmarks.bacnet_cov [--objects 1000] [--seconds 10] [--change-period 2] [--poll-period 1]
@@ -28,16 +31,21 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from citytwin.drivers.bacnet.binding import BacnetConnection, BacnetPoint
 from citytwin.drivers.bacnet.driver import BacnetDriver
 from citytwin.drivers.base import Reading
+from citytwin.gateway.bootstrap import prepare_file
+from citytwin.gateway.pipeline import DevicePipeline
+from citytwin.gateway.twins import Twin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,7 +92,40 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run(mode: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+def pipeline_for(objects: int, port: int, workdir: Path) -> tuple[DevicePipeline, Any]:
+    """A real ``DevicePipeline`` (model checks, deadband, twin, report messages) for a device
+    with one float property per object, from a generated model and config."""
+    model = {
+        "profile": {"productKey": "bench.bacnet.objects"},
+        "properties": [
+            {"identifier": f"p{i}", "name": f"p{i}", "accessMode": "r", "required": False,
+             "dataType": {"type": "float", "specs": {"min": "-1000000", "max": "1000000", "unit": "°C"}}}
+            for i in range(1, objects + 1)
+        ],
+    }
+    (workdir / "model.json").write_text(orjson.dumps(model).decode())
+    config = {
+        "gateway": {"id": "bench", "data_dir": str(workdir / "data")},
+        "hub": {"url": "mqtt://127.0.0.1:1"},
+        "devices": [{
+            "id": "objects", "model": "model.json", "driver": "bacnet",
+            "connection": {"address": f"127.0.0.1:{port}", "device_id": 3003,
+                           "local_address": f"127.0.0.1:{free_udp_port()}", "timeout": 5.0, "cov_lifetime": 3600},
+            "points": {f"p{i}": {"object": f"analog-input,{i}"} for i in range(1, objects + 1)},
+        }],
+    }
+    (workdir / "gw.yaml").write_text(yaml.safe_dump(config))
+    _, specs = prepare_file(workdir / "gw.yaml")
+    spec = specs["objects"]
+    reports = {"count": 0}
+
+    def emit(kind: str, payload: dict[str, Any]) -> None:
+        reports["count"] += 1
+
+    return DevicePipeline(spec, Twin(spec.id), emit), spec
+
+
+async def run(mode: str, port: int, args: argparse.Namespace, pipeline: DevicePipeline | None = None) -> dict[str, Any]:
     conn = BacnetConnection(address=f"127.0.0.1:{port}", local_address=f"127.0.0.1:{free_udp_port()}",
                             device_id=3003, timeout=5.0, cov_lifetime=3600)
     points = {f"p{i}": BacnetPoint(object=f"analog-input,{i}", mode=mode) for i in range(1, args.objects + 1)}  # type: ignore[arg-type]
@@ -94,6 +135,8 @@ async def run(mode: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     def sink(readings: Sequence[Reading]) -> None:
         nonlocal delivered
         delivered += len(readings)
+        if pipeline is not None:
+            pipeline.push(readings)
 
     driver.set_push_sink(sink)
     await driver.connect()
@@ -104,7 +147,10 @@ async def run(mode: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
         deadline = wall0 + args.seconds
         while time.monotonic() < deadline:
             tick = time.monotonic()
-            delivered += len(await driver.read())
+            polled = await driver.read()
+            delivered += len(polled)
+            if pipeline is not None and polled:
+                pipeline.push(polled)
             await asyncio.sleep(max(0.0, args.poll_period - (time.monotonic() - tick)))
         cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
         health = driver.health
@@ -133,12 +179,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError("the benchmark device did not start")
         cov = await run("cov", port, args)
         poll = await run("poll", port, args)
+        with tempfile.TemporaryDirectory() as work:
+            pipeline, _ = pipeline_for(args.objects, port, Path(work))
+            cov_pipeline = await run("cov", port, args, pipeline)
     finally:
         device.terminate()
         device.wait(10)
     return {
         "cov": cov,
         "poll": poll,
+        "cov_into_pipeline": cov_pipeline,
         "ratio_cpu_cov_to_poll": round(cov["cpu_cores"] / poll["cpu_cores"], 3) if poll["cpu_cores"] else None,
         "ratio_cpu_per_reading_cov_to_poll": (
             round(cov["cpu_us_per_reading"] / poll["cpu_us_per_reading"], 3)
@@ -158,7 +208,7 @@ def main() -> int:
     cov, poll = figures["cov"], figures["poll"]
     print(f"BACnet/IP, {args.objects} analog inputs on one bacpypes3 device (subprocess), loopback")
     print(f"  each object changes every {args.change_period} s; read() every {args.poll_period} s")
-    for name, f in (("cov ", cov), ("poll", poll)):
+    for name, f in (("cov ", cov), ("poll", poll), ("cov into the gateway pipeline", figures["cov_into_pipeline"])):
         print(f"  {name}: {f['readings_per_s']:>8} readings/s  {f['cpu_cores']:>6} cores  "
               f"{f['cpu_us_per_reading']} µs CPU/reading  ({f['requests']} requests, {f['subscribed']} subscribed)")
     print(f"  CPU cov / poll: {figures['ratio_cpu_cov_to_poll']} (per reading: {figures['ratio_cpu_per_reading_cov_to_poll']})")
