@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,31 +50,37 @@ class JsPeer:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.events: list[dict[str, Any]] = []
-        self._wait_event("listening", 15.0)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_lines, daemon=True).start()
+        self.wait_event("listening", timeout=15.0)
 
-    def _wait_event(self, kind: str, timeout: float) -> dict[str, Any]:
-        return self.wait_event(kind, timeout=timeout)
+    def _read_lines(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
 
     def wait_event(self, kind: str, match: Any = lambda event: True, timeout: float = 5.0) -> dict[str, Any]:
         """The next event of ``kind`` that ``match``es (the peer writes one JSON line each)."""
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {kind} event from the JS peer within {timeout} s") from None
+            if line is None:
                 raise AssertionError(f"the JS peer exited: {self.proc.wait()}")
             event = json.loads(line)
             self.events.append(event)
             if event["event"] == kind and match(event):
                 return event
-        raise AssertionError(f"no {kind} event from the JS peer within {timeout} s")
 
     def command(self, **cmd: Any) -> dict[str, Any]:
         """Sends one command; returns the peer's state after it."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
-        return self._wait_event("state", 5.0)
+        return self.wait_event("state")
 
     def stop(self) -> None:
         if self.proc.stdin is not None:
