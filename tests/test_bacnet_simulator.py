@@ -166,6 +166,8 @@ def test_bindings_and_registry() -> None:
             models.point(**bad)
     with pytest.raises(ValueError, match="exactly one"):
         models.call(relinquish="a", write="b")
+    with pytest.raises(ValueError, match="share UDP port 47808 on one host"):
+        models.connection(address="127.0.0.1")  # the default local_address is 0.0.0.0:47808
     drv = create_driver("bacnet", models.connection(address="10.0.0.5"), {"p": point})
     assert isinstance(drv, BacnetDriver)
 
@@ -204,7 +206,10 @@ async def test_discover_cli_against_the_simulator(sim: BuildingSimulator) -> Non
     assert proc.returncode == 0, err.decode()
 
     binding, model = list(yaml.safe_load_all(out.decode()))
-    assert binding["connection"] == {"address": f"127.0.0.1:{sim.port}", "device_id": 1001}
+    assert binding["connection"] == {"address": f"127.0.0.1:{sim.port}", "device_id": 1001,
+                                     "local_address": f"127.0.0.1:{sim.port + 1}"}
+    # the printed binding validates as it is
+    binding_models("bacnet").connection(**binding["connection"])
     points = binding["points"]
     assert points["ahu_supply_air_temp_setpoint"] == {"object": "analog-value,1", "writable": True, "priority": 8}
     assert points["zone_2_lights"] == {"object": "binary-output,102", "writable": True, "priority": 8}

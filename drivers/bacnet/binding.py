@@ -101,6 +101,19 @@ class BacnetConnection(BaseModel):
         split_address(value)
         return value.strip()
 
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> BacnetConnection:
+        # bacpypes3 binds with SO_REUSEPORT: a shared port would not fail, it would split the
+        # datagrams between the gateway and the device
+        host, port = split_address(self.address)
+        local_host, local_port = split_address(self.local_address)
+        if port == local_port and (host.startswith("127.") or host == local_host):
+            raise ValueError(
+                f"the device ({self.address}) and the gateway's local_address ({self.local_address}) "
+                f"share UDP port {port} on one host: give the gateway another port"
+            )
+        return self
+
 
 class BacnetPoint(BaseModel):
     """One property of one object; ``present-value`` unless ``property`` says otherwise.

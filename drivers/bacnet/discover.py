@@ -118,11 +118,11 @@ def _render(address: str, device_id: int, objects: list[Any], details: dict[Any,
             point.update(writable=True, priority=_OPERATOR_PRIORITY)
         points[name] = point
         properties.append(_property(name, title, kind, info, writable))
-    binding = {
-        "driver": "bacnet",
-        "connection": {"address": address, "device_id": device_id},
-        "points": points,
-    }
+    connection: dict[str, Any] = {"address": address, "device_id": device_id}
+    host, port = split_address(address)
+    if host.startswith("127."):  # device and gateway on one machine: one UDP port each
+        connection["local_address"] = f"127.0.0.1:{port + 1 if port < 65535 else port - 1}"
+    binding = {"driver": "bacnet", "connection": connection, "points": points}
     model = {
         "schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json",
         "profile": {"productKey": f"discovered.bacnet.device_{device_id}", "version": "1.0"},
