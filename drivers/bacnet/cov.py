@@ -74,8 +74,16 @@ class Subscriptions:
         """Objects whose present value ``read()`` must fetch: not (or no longer) subscribed."""
         return [obj for obj, state in self.states.items() if not state.active]
 
-    def reasons(self) -> dict[str, str]:
-        return {str(obj): s.reason for obj, s in self.states.items() if s.reason}
+    def reasons(self, limit: int = 20) -> dict[str, str]:
+        """Why objects are polled instead, for health: the first ``limit`` of them."""
+        out: dict[str, str] = {}
+        for obj, state in self.states.items():
+            if state.reason:
+                if len(out) == limit:
+                    out["…"] = f"{sum(1 for s in self.states.values() if s.reason) - limit} more"
+                    break
+                out[str(obj)] = state.reason
+        return out
 
     async def start(self) -> None:
         """Subscribes every object once, then keeps renewing in the background."""

@@ -278,7 +278,7 @@ class BacnetDriver(Driver, Invokable):
         for obj, names in chunk.items():
             props = {self._points[n].property for n in names} | {STATUS_FLAGS}
             request.extend([obj, sorted(props)])
-        what = f"reading {len(chunk)} objects"
+        what = f"reading {len(chunk)} object" + ("s" if len(chunk) != 1 else "")
         ts = convert.now_ms()
         try:
             results = await self._send(app.read_property_multiple(peer, request), what)
