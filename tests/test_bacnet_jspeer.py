@@ -260,3 +260,19 @@ async def test_confirmed_notifications_are_acknowledged(peer: JsPeer) -> None:
     subscribes = [e for e in peer.events if e["event"] == "subscribe"]
     assert subscribes and all(e["confirmed"] and e["lifetime"] == 30 for e in subscribes)
     assert not [e for e in peer.events if e["event"] == "error"]
+
+
+async def test_refused_object_is_subscribed_once_the_device_allows_it(peer: JsPeer) -> None:
+    conn = BacnetConnection(address=f"127.0.0.1:{peer.port}", local_address=f"127.0.0.1:{free_udp_port()}",
+                            timeout=2.0, cov_retry=0.3)
+    drv = BacnetDriver(conn, {"co2": POINTS["co2"]})
+    pushed: list[Reading] = []
+    drv.set_push_sink(pushed.extend)
+    async with drv:
+        assert drv.health.extra["subscribed"] == 0
+        assert [r.point for r in await drv.read()] == ["co2"]  # polled meanwhile
+        peer.command(op="cov", object="analog-input,2", allow=True)
+        await wait_for(lambda: drv.health.extra["subscribed"] == 1)
+        assert await drv.read() == []  # delivered by COV now: nothing left to poll
+        peer.command(op="set", object="analog-input,2", value=612.0)
+        await wait_for(lambda: last(pushed, "co2").value == 612.0)  # type: ignore[union-attr]

@@ -28,15 +28,12 @@ class Requester:
         self.requests = 0
         self.failures = 0
         self.last_error: str | None = None
-        self.link_failed = False  # the last request got no answer at all
 
     async def __call__(self, request: Awaitable[T], what: str) -> T:
         self.requests += 1
         try:
             async with asyncio.timeout(self.timeout):
-                result = await request
-            self.link_failed = False
-            return result
+                return await request
         except TimeoutError:
             error: DriverError = RequestTimeout(f"no answer from {self.peer} within {self.timeout} s {what}")
         except AbortPDU as exc:
@@ -51,5 +48,4 @@ class Requester:
             error = ConnectionClosed(f"cannot send to {self.peer} {what}: {exc.strerror or exc}")
         self.failures += 1
         self.last_error = str(error)
-        self.link_failed = not isinstance(error, DeviceError)
         raise error

@@ -6,7 +6,8 @@
 //
 //   node device.js PORT [DEVICE_ID]
 // stdin takes JSON lines: {"op":"set","object":"analog-input,1","value":22.5},
-// {"op":"flags","object":"analog-value,1","flags":[0,0,0,1]}, {"op":"dump"};
+// {"op":"flags","object":"analog-value,1","flags":[0,0,0,1]}, {"op":"cov","object":"analog-input,2",
+// "allow":true}, {"op":"dump"};
 // stdout gives JSON lines: listening, write, subscribe, state.
 'use strict'
 const readline = require('readline')
@@ -200,6 +201,8 @@ commands.on('line', (line) => {
   } else if (cmd.op === 'flags' && obj) {
     obj.flags = cmd.flags
     notify(obj)
+  } else if (cmd.op === 'cov' && obj) {
+    obj.noCov = !cmd.allow
   } else if (cmd.op !== 'dump') {
     return out({ event: 'error', message: `unknown command ${line}` })
   }
