@@ -414,6 +414,46 @@ def _sl651_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Dri
     )
 
 
+def _bacnet_models() -> BindingModels:
+    from citytwin.drivers.bacnet.binding import (
+        ANALOG,
+        BINARY,
+        TEXT,
+        BacnetCall,
+        BacnetConnection,
+        BacnetPoint,
+    )
+
+    def writable(point: BaseModel) -> bool:
+        return isinstance(point, BacnetPoint) and point.writable
+
+    def integer_raw(point: BaseModel) -> bool:
+        return isinstance(point, BacnetPoint) and point.kind not in ANALOG | BINARY | TEXT
+
+    def float32(point: BaseModel) -> bool:  # BACnet REAL is single precision
+        return isinstance(point, BacnetPoint) and point.kind in ANALOG - {"large-analog-value"}
+
+    def text(point: BaseModel) -> bool:
+        return isinstance(point, BacnetPoint) and point.kind in TEXT
+
+    return BindingModels(
+        BacnetConnection, BacnetPoint, BacnetCall, writable, integer_raw, float32, text,
+        discover=Discoverer(
+            ("bacnet",),
+            _lazy_discover("citytwin.drivers.bacnet.discover:discover_bacnet", "'bacpypes3>=0.0.110,<0.0.120'"),
+        ),
+    )
+
+
+def _bacnet_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
+    from citytwin.drivers.bacnet.binding import BacnetConnection, BacnetPoint
+
+    return _build(
+        "bacnet", connection, points, (BacnetConnection, BacnetPoint), "a",
+        "citytwin.drivers.bacnet.driver:BacnetDriver", "'bacpypes3>=0.0.110,<0.0.120'",
+    )
+
+
 _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] = {
     "modbus-tcp": (_modbus_tcp_models, _modbus_tcp_driver),
     "modbus-rtu": (_modbus_rtu_models, _modbus_rtu_driver),
@@ -425,6 +465,7 @@ _DRIVERS: dict[str, tuple[Callable[[], BindingModels], Callable[..., Driver]]] =
     "cjt188": (_cjt188_models, _cjt188_driver),
     "hj212": (_hj212_models, _hj212_driver),
     "sl651": (_sl651_models, _sl651_driver),
+    "bacnet": (_bacnet_models, _bacnet_driver),
 }
 DRIVER_NAMES: tuple[str, ...] = tuple(_DRIVERS)
 

@@ -29,6 +29,9 @@ fi
 if [ ! -d tests/node-opcua/node_modules/node-opcua ]; then
   (cd tests/node-opcua && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi
+if [ ! -d tests/bacnet-peer/node_modules/@bacnet-js/client ]; then  # a foreign BACnet/IP device
+  (cd tests/bacnet-peer && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+fi
 if [ ! -d tests/node/node_modules/@thing-description-playground/core ]; then
   (cd tests/node && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 fi

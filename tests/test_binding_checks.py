@@ -204,10 +204,11 @@ def test_prepare_puts_opcua_pki_under_the_data_dir_of_its_device(tmp_path: Path)
 
 
 def test_discover_refuses_an_unknown_scheme_naming_the_supported_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert discover_schemes() == {"opcua": "opcua", "opc.tcp": "opcua"}
-    assert main(["discover", "bacnet://10.0.0.7"]) == 2
+    assert discover_schemes() == {"opcua": "opcua", "opc.tcp": "opcua", "bacnet": "bacnet"}
+    assert main(["discover", "modbus://10.0.0.7"]) == 2
     err = capsys.readouterr().err
-    assert err == "citytwin discover: unsupported URL 'bacnet://10.0.0.7'; supported schemes: opcua://, opc.tcp://\n"
+    assert err == ("citytwin discover: unsupported URL 'modbus://10.0.0.7'; supported schemes: opcua://, "
+                   "opc.tcp://, bacnet://\n")
     with pytest.raises(LookupError, match="supported schemes"):
         discoverer("no-scheme-at-all")
     assert discoverer("OPC.TCP://h:4840") is not None

@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
 
     discover = sub.add_parser("discover", help="browse a device and print a starting binding")
-    discover.add_argument("url", help="a device URL whose scheme a driver discovers, e.g. opcua://HOST:PORT[/PATH]")
+    discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                           help="give up on a server that does not answer within this long (default: %(default)s)")
     # asyncua warns about routine negotiation (e.g. the session timeout it was granted); the

@@ -88,6 +88,10 @@ def cmd_hydro_station(args: argparse.Namespace) -> int:
         encoding=args.encoding, bad_crc=args.bad_crc, garbage=args.garbage, fragment=args.fragment,
         multi_packet=args.multi_packet, retransmit_rate=args.retransmit_rate,
     ))
+def cmd_bacnet_building(args: argparse.Namespace) -> int:
+    from citytwin.simulators.bacnet_building.server import serve
+
+    return _run(lambda: serve(args.host, args.port, args.device_id, args.zones, args.speed, args.seed))
 
 
 def add_sim_commands(sub: Any) -> None:
@@ -187,3 +191,10 @@ def add_sim_commands(sub: Any) -> None:
     hydro.add_argument("--seed", type=int, default=None)
     faults(hydro)
     hydro.set_defaults(func=cmd_hydro_station)
+    building = sims.add_parser("bacnet-building", help="air-handling unit and lighting zones over BACnet/IP (COV)")
+    building.add_argument("--host", default="127.0.0.1")
+    building.add_argument("--port", type=int, default=47808, help="UDP port (the gateway needs another one on the same host)")
+    building.add_argument("--device-id", type=int, default=1001)
+    building.add_argument("--zones", type=int, default=4, help="lighting zones")
+    common(building)
+    building.set_defaults(func=cmd_bacnet_building)

@@ -1,0 +1,1 @@
+"""BACnet/IP device driver on bacpypes3: ReadPropertyMultiple, COV, WriteProperty with priority."""
