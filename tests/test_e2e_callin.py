@@ -62,8 +62,6 @@ async def test_station_reports_and_answers_a_command(tmp_path: Path, mosquitto: 
     assert code == 0, gateway.output()
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/pipeline.py publishes a driver's UNCERTAIN reading as good "
-                                       "(only BAD and range checks set quality); the driver sends UNCERTAIN")
 async def test_calibration_flag_reaches_the_hub_as_uncertain(tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
     port = free_port()
     gateway = GatewayProcess(air_config(tmp_path, mosquitto, port))

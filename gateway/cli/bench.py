@@ -20,7 +20,7 @@ SCENARIOS = ("throughput", "latency", "commands", "memory", "recovery", "startup
 
 def checkout() -> Path | None:
     """The source checkout this package runs from, if it has the harness."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # gateway/cli/bench.py -> the checkout
     return root if (root / "benchmarks" / "harness.py").is_file() else None
 
 
