@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from opcua_peers import SilentPeer, eventually
+from conftest import eventually, free_port
+from opcua_peers import SilentPeer
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.errors import BindingError, ConnectError, ConnectionClosed, DeviceError
