@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -13,7 +15,15 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pytest
-from conftest import GatewayProcess, Gateways, Hub, Mosquitto, later_write_done, write_config
+from conftest import (
+    GatewayProcess,
+    Gateways,
+    Hub,
+    Mosquitto,
+    eventually,
+    later_write_done,
+    write_config,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -243,9 +253,19 @@ def test_demo_runs_the_whole_story_and_exits_zero() -> None:
     assert "demo  OK" in result.stdout
 
 
-async def test_versions_and_seq_never_repeat_after_kill_9(gateway: GatewayProcess, hub: Hub) -> None:
+def stored_twin(data_dir: Path) -> dict | None:
+    """The device's twin as the gateway last flushed it to its store (WAL: readable meanwhile)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'twins.db'}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT doc FROM twins WHERE device = ?", (DEV,)).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return None
+    return orjson.loads(row[0]) if row else None
+
+
+async def test_versions_and_seq_never_repeat_after_kill_9(tmp_path: Path, gateway: GatewayProcess, hub: Hub) -> None:
     await hub.wait_for(f"{DEV}/twin", lambda t: t["version"] >= 2 and "level" in t["reported"])
-    await asyncio.sleep(1.5)  # let at least one flush reach the disk
+    await eventually(lambda: stored_twin(tmp_path / "data"))  # at least one flush reached the disk
     seen_version = max(t["version"] for t in hub.on(f"{DEV}/twin"))
     seen_seq = max(r["seq"] for r in hub.on(f"{DEV}/properties/report"))
     assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -271,7 +291,7 @@ async def test_hub_link_survives_a_broker_restart(gateway: GatewayProcess, mosqu
     task.cancel()
     await client.__aexit__(None, None, None)
     mosquitto.stop()
-    await asyncio.sleep(2)
+    await eventually(lambda: "hub link down" in gateway.output())
     writes_before = sim.station.write_count
     mosquitto.start()
     client, hub, task = await connect_hub()

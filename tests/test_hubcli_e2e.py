@@ -13,7 +13,7 @@ import orjson
 import pytest
 import yaml
 from conftest import GatewayProcess, Gateways, Hub, Mosquitto, eventually, free_port, write_config
-from hubcli_support import hub_cli
+from hubcli_support import hub_cli, start_hub_cli
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
@@ -226,13 +226,21 @@ async def test_the_operator_travels_as_a_user_property_and_is_authorized(
 
 
 async def test_watch_shows_reports_status_and_events(
-    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator
+    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
 ) -> None:
-    watch = asyncio.create_task(hub_cli("watch", DEV, "--duration", "3s", *broker(mosquitto), "--json"))
-    events = asyncio.create_task(hub_cli("events", "--duration", "3s", *broker(mosquitto), "--json"))
-    await asyncio.sleep(1.5)
+    watch = await start_hub_cli("watch", DEV, "--duration", "3s", *broker(mosquitto), "--json")
+    events = await start_hub_cli("events", "--duration", "3s", *broker(mosquitto), "--json")
+    # both listen once watch printed the retained status and events a marker event from
+    # another gateway (sent until it shows: there is no retained event to wait for)
+    await eventually(lambda: watch.out)
+
+    async def events_listen() -> bool:
+        await hub.client.publish("citytwin/v1/marker-gw/events/ready", b"{}", qos=1)
+        return bool(events.out)
+
+    await eventually(events_listen, step=0.2)
     sim.station.inject_fault(2)
-    result, only_events = await watch, await events
+    result, only_events = await watch.result(), await events.result()
     assert result.code == 0, result.err
     lines = result.lines()
     kinds = {line["kind"] for line in lines}
@@ -242,7 +250,8 @@ async def test_watch_shows_reports_status_and_events(
     fault = next(line for line in lines if line["kind"] == "event")
     assert fault["name"] == "pump_fault" and fault["payload"]["output"]["pump"] == 2
     assert only_events.code == 0, only_events.err
-    assert [e["name"] for e in only_events.lines()] == ["pump_fault"]
+    assert {e["gateway"] for e in only_events.lines()} == {GW, "marker-gw"}
+    assert [e["name"] for e in only_events.lines() if e["gateway"] == GW] == ["pump_fault"]
 
     text = await hub_cli("watch", f"{GW}/{DEV}", "--count", "2", *broker(mosquitto))
     assert text.code == 0, text.err

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import eventually, free_port
 from modbus_peers import (
     HOLDING_PATTERN,
     SLAVE_POINTS,
@@ -411,9 +411,8 @@ async def test_peer_hanging_up_while_idle_is_noticed_and_not_redialled() -> None
         driver = make_driver(peer.port, holding([0]))
         await driver.connect()
         assert values(await driver.read()) == {"hr0": 0}
-        await asyncio.sleep(0.3)
+        await eventually(lambda: not driver.health.connected)
         assert peer.connections == 1  # pymodbus's own reconnect stays off: backoff is ours
-        assert not driver.health.connected
         assert driver.health.last_error == (
             f"connection to 127.0.0.1:{peer.port} lost: the peer closed the connection"
         )
