@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import eventually, free_port
 from modbus_peers import HOLDING_FREE, SLAVE_POINTS, LibmodbusSlave, ScriptedPeer
 
 from citytwin.drivers.base import Quality, Reading
@@ -274,8 +274,7 @@ async def test_broadcast_writes_are_sent_and_not_awaited() -> None:
         )
         async with driver:
             await asyncio.wait_for(driver.write({"hr3": 1, "f": 2.5, "coil": True, "bit": True}), 5)
-            while peer.requests < 4:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: peer.requests >= 4)
             assert (peer.units, peer.functions) == ([0, 0, 0, 0], [6, 16, 5, 22])
             readings = await driver.read()
             assert {r.quality for r in readings} == {Quality.BAD}

@@ -429,8 +429,7 @@ async def test_close_during_a_request_ends_it() -> None:
         driver = make_driver(peer.port, holding([0]), timeout=30)
         await driver.connect()
         task = asyncio.create_task(driver.read())
-        while peer.requests == 0:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: peer.requests > 0)
         await driver.close()
         with pytest.raises(ConnectionClosed, match="the driver closed the connection"):
             await task
