@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ import pytest
 import yaml
 from modbus_peers import LibmodbusSlave, build_slave
 
+from citytwin.drivers.base import Reading
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 T = TypeVar("T")
@@ -31,6 +32,26 @@ EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
 # a lab setting for tests that are not about authorization: commands naming no operator get
 # the admin role (deny by default is the product's default and has its own tests)
 LAB_ACCESS = {"identity": ["user_property", "payload"], "anonymous": "admin", "grants": []}
+
+
+class Sink:
+    """A driver's push sink as the runner would hand it over; ``wait`` for a matching reading."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.calls = 0
+
+    def __call__(self, batch: Sequence[Reading]) -> None:
+        self.calls += 1
+        self.readings.extend(batch)
+
+    def of(self, point: str) -> list[Reading]:
+        return [r for r in self.readings if r.point == point]
+
+    async def wait(self, point: str, predicate: Callable[[Reading], bool] = lambda r: True,
+                   timeout: float = 15) -> Reading:
+        found: list[Reading] = await eventually(lambda: [r for r in self.of(point) if predicate(r)], timeout, 0.01)
+        return found[0]
 
 
 PUMP_DEVICE = "pump-station-1"  # the example's device, as write_config leaves it

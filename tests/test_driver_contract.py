@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from coap_peers import SilentPeer as SilentUdpPeer
-from conftest import Mosquitto, eventually, free_port
+from conftest import Mosquitto, Sink, eventually, free_port
 from modbus_peers import HOLDING_FREE, SLAVE_POINTS, LibmodbusSlave, ScriptedPeer
 
 from citytwin.drivers.base import Driver, Invokable, Quality, Reading
@@ -46,19 +46,6 @@ from citytwin.simulators.meters.server import MetersSimulator
 # one loop for the module, so the OPC UA server (seconds to start) is shared by its cases
 pytestmark = [pytest.mark.timeout(60), pytest.mark.asyncio(loop_scope="module")]
 DRIVERS = ["modbus-tcp", "opcua", "coap", "mqtt"]
-
-
-class Sink:
-    """The push sink the runner would hand over."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    def __call__(self, batch: Sequence[Reading]) -> None:
-        self.readings.extend(batch)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point == point]
 
 
 @dataclass

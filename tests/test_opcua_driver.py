@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import eventually, free_port
+from conftest import Sink, eventually, free_port
 from opcua_peers import SilentPeer
 
-from citytwin.drivers.base import Quality, Reading
+from citytwin.drivers.base import Quality
 from citytwin.drivers.errors import BindingError, ConnectError, ConnectionClosed, DeviceError
 from citytwin.drivers.opcua.binding import OpcUaCall, OpcUaConnection, OpcUaPoint
 from citytwin.drivers.opcua.driver import OpcUaDriver
@@ -27,19 +27,6 @@ async def sim() -> AsyncIterator[IntersectionSimulator]:
     simulator = IntersectionSimulator(port=free_port(), tick=0.05, speed=20.0, seed=2)
     async with simulator:
         yield simulator
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.calls = 0
-
-    def __call__(self, batch: Any) -> None:
-        self.calls += 1
-        self.readings.extend(batch)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point == point]
 
 
 def driver(url: str, tmp: Path, points: dict[str, Any], **conn: Any) -> tuple[OpcUaDriver, Sink]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import orjson
 import pytest
 import yaml
 from conftest import Gateways, Hub, Mosquitto, eventually, free_port, write_config
-from test_ops_http import fetch, samples
+from test_ops_http import cli, fetch, samples
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
@@ -50,11 +48,6 @@ async def wait_status(port: int, check: Any, timeout: float = 15.0) -> dict[str,
             pass
         await asyncio.sleep(0.2)
     raise AssertionError(f"status never satisfied the check: {doc}")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "citytwin.gateway.cli", *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def all_online(*ids: str) -> Any:
