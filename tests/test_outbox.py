@@ -214,7 +214,7 @@ async def test_a_row_stored_while_take_reads_the_backlog_is_handed_out_at_once(t
             box.append("a", "t", {"n": n})  # stored while take reads the (empty) backlog
             box.session_ended()
             await box.session_started()
-            rows = await asyncio.wait_for(box.take(10), 5)
+            rows = await asyncio.wait_for(box.take(10), 3)
             assert rows[-1].seq == n
             box.ack(rows)
     finally:
