@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,12 +11,7 @@ from typing import Any
 
 import pytest
 from aiocoap import Context, Message, resource
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from conftest import free_port
 
 
 def libcoap_binary(tool: str) -> str:
@@ -34,7 +28,7 @@ class LibcoapServer:
 
     def __init__(self, port: int | None = None) -> None:
         self.binary = libcoap_binary("coap-server")
-        self.port = port or free_udp_port()
+        self.port = port or free_port(udp=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

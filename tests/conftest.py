@@ -1,8 +1,11 @@
-"""Shared fixtures: a real mosquitto broker, the gateway as a real subprocess, a hub-side client."""
+"""Shared fixtures, one copy each: a real mosquitto broker, the pump-station simulator, the
+libmodbus slave (built once per session), the gateway as a real subprocess, a hub-side client,
+and ``eventually`` for waiting on a condition instead of sleeping."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,15 +13,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import orjson
 import pytest
 import yaml
+from modbus_peers import LibmodbusSlave, build_slave
 
+from citytwin.drivers.base import Reading
+from citytwin.simulators.pump_station.server import PumpStationSimulator
+
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
 # a lab setting for tests that are not about authorization: commands naming no operator get
@@ -26,10 +34,54 @@ EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
 LAB_ACCESS = {"identity": ["user_property", "payload"], "anonymous": "admin", "grants": []}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+class Sink:
+    """A driver's push sink as the runner would hand it over; ``wait`` for a matching reading."""
+
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+        self.calls = 0
+
+    def __call__(self, batch: Sequence[Reading]) -> None:
+        self.calls += 1
+        self.readings.extend(batch)
+
+    def of(self, point: str) -> list[Reading]:
+        return [r for r in self.readings if r.point == point]
+
+    async def wait(self, point: str, predicate: Callable[[Reading], bool] = lambda r: True,
+                   timeout: float = 15) -> Reading:
+        found: list[Reading] = await eventually(lambda: [r for r in self.of(point) if predicate(r)], timeout, 0.01)
+        return found[0]
+
+
+PUMP_DEVICE = "pump-station-1"  # the example's device, as write_config leaves it
+
+
+def free_port(udp: bool = False) -> int:
+    """A loopback port nothing listens on (a connect to it is refused) for peers that need a
+    port before they start; prefer port 0 where the peer reports the port it got."""
+    with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 15.0, step: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; fail at the deadline.
+
+    The deadline is generous on purpose: it only matters when the test fails, and the suite
+    shares two cores with other work."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[no-any-return]
+        last = result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+        await asyncio.sleep(step)
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -85,6 +137,27 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
+@pytest.fixture
+async def sim() -> AsyncIterator[PumpStationSimulator]:
+    """The pump station on a port of its own (kept across ``stop``/``start``), physics ticking."""
+    async with PumpStationSimulator(port=0, seed=3, tick=0.05) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="session")
+def slave_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """libmodbus's slave (tests/libmodbus/slave.c), compiled once for the whole session."""
+    return build_slave(tmp_path_factory.mktemp("libmodbus"))
+
+
+@pytest.fixture
+def slave(slave_binary: Path) -> Iterator[LibmodbusSlave]:
+    peer = LibmodbusSlave(slave_binary)
+    peer.start()
+    yield peer
+    peer.stop()
+
+
 class GatewayProcess:
     """``citytwin run`` as a real subprocess, its log kept for assertions and failures."""
 
@@ -138,15 +211,18 @@ class Hub:
         self._changed = asyncio.Condition()
 
     async def listen(self) -> None:
-        async for message in self.client.messages:
-            assert isinstance(message.payload, bytes)
-            try:
-                body = orjson.loads(message.payload) if message.payload else None
-            except orjson.JSONDecodeError:  # our own malformed test commands come back to us
-                body = message.payload
-            async with self._changed:
-                self.messages.append((str(message.topic), body, bool(message.retain)))
-                self._changed.notify_all()
+        try:
+            async for message in self.client.messages:
+                assert isinstance(message.payload, bytes)
+                try:
+                    body = orjson.loads(message.payload) if message.payload else None
+                except orjson.JSONDecodeError:  # our own malformed test commands come back to us
+                    body = message.payload
+                async with self._changed:
+                    self.messages.append((str(message.topic), body, bool(message.retain)))
+                    self._changed.notify_all()
+        except aiomqtt.MqttError:
+            pass  # the broker went away (a test stopped it): this hub has heard all it will
 
     def on(self, suffix: str) -> list[Any]:
         return [body for topic, body, _ in self.messages if topic == f"{self.base}/{suffix}"]
@@ -171,11 +247,63 @@ class Hub:
 
 @pytest.fixture
 async def hub(mosquitto: Mosquitto) -> AsyncIterator[Hub]:
+    """A hub subscribed to everything before any gateway starts; ``base`` may be changed."""
     client = aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"test-hub-{os.getpid()}",
                             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
-    async with client:
-        hub = Hub(client, "citytwin/v1/ps-north-01")
-        await client.subscribe("citytwin/v1/#", qos=1)
-        task = asyncio.create_task(hub.listen())
-        yield hub
-        task.cancel()
+    await client.__aenter__()
+    hub = Hub(client, "citytwin/v1/ps-north-01")
+    await client.subscribe("citytwin/v1/#", qos=1)
+    task = asyncio.create_task(hub.listen())
+    yield hub
+    task.cancel()
+    with contextlib.suppress(aiomqtt.MqttError):  # a test may have stopped the broker
+        await client.__aexit__(None, None, None)
+
+
+Gateways = Callable[[Path], GatewayProcess]
+
+
+@pytest.fixture
+def gateways() -> Iterator[Gateways]:
+    """Start ``citytwin run`` on a config; every gateway still running at the end must stop
+    cleanly on SIGTERM (exit 0), which each test thereby checks for free."""
+    started: list[GatewayProcess] = []
+
+    def start(config: Path) -> GatewayProcess:
+        proc = GatewayProcess(config)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc is not None:
+            assert proc.stop() == 0, proc.output()
+
+
+@pytest.fixture
+def gateway_config(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> Path:
+    """The pump-station example against ``sim`` and ``mosquitto``; a test file overrides this
+    fixture to change the config the ``gateway`` fixture runs."""
+    return write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
+
+
+@pytest.fixture
+async def gateway(gateway_config: Path, hub: Hub, gateways: Gateways) -> GatewayProcess:
+    """A running gateway whose device is online and whose twin holds the first poll; ``hub``
+    has heard everything it published."""
+    proc = gateways(gateway_config)
+    await hub.wait_for(f"{PUMP_DEVICE}/status", lambda s: s["state"] == "online", timeout=30)
+    await hub.wait_for(f"{PUMP_DEVICE}/twin", lambda t: "level" in t["reported"], timeout=30)
+    return proc
+
+
+async def later_write_done(hub: Hub, sim: PumpStationSimulator, device: str = PUMP_DEVICE) -> None:
+    """The positive marker for "nothing was written": a later command that writes (pump 2's
+    setpoint, to the value it holds) has been executed. The device's writes go one at a time in
+    arrival order, so a write the earlier input made would have come first; the caller then
+    asserts the write count moved by exactly this one."""
+    hz = sim.station.pump(2).setpoint
+    marker = f"marker-{len(hub.messages)}"
+    reply = await hub.invoke(device, "set_frequency", {"id": marker, "input": {"pump": 2, "hz": hz}})
+    assert reply["status"] == "succeeded", reply

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,17 +99,3 @@ class SilentPeer:
     async def __aexit__(self, *exc: Any) -> None:
         assert self.server is not None
         self.server.close()
-
-
-async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 10.0, step: float = 0.05) -> T:
-    """Polls ``check`` until it returns something truthy (awaiting it when needed)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        await asyncio.sleep(step)

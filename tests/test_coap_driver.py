@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import cbor2
 import pytest
 from aiocoap import BAD_REQUEST
-from coap_peers import Fixed, SilentPeer, faulty_server, free_udp_port
+from coap_peers import Fixed, SilentPeer, faulty_server
+from conftest import eventually, free_port
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.coap import context as shared
@@ -31,7 +31,7 @@ def by_point(readings: list[Reading]) -> dict[str, Reading]:
 @pytest.fixture
 async def frozen() -> AsyncIterator[CitySensorsSimulator]:
     """A simulator whose physics never ticks during a test: every served value is known."""
-    sim = CitySensorsSimulator(port=free_udp_port(), tick=3600, seed=5, interval=3600)
+    sim = CitySensorsSimulator(port=free_port(udp=True), tick=3600, seed=5, interval=3600)
     async with sim:
         yield sim
 
@@ -75,21 +75,21 @@ async def test_observe_pushes_notifications_and_reads_serve_them(frozen: CitySen
               "overflow": CoapPoint(path="/mh/level", pointer="/overflow", observe=True)}
     async with driver(frozen.port, points, observe_max_silence=30) as d:
         d.set_push_sink(pushed.extend)
-        await wait_until(lambda: d.health.extra["observing"] == 1)
+        await eventually(lambda: d.health.extra["observing"] == 1)
         frozen.manhole.level = 1.234
         frozen.notify_all()
-        await wait_until(lambda: any(r.value == 1.234 for r in pushed))
+        await eventually(lambda: any(r.value == 1.234 for r in pushed))
         requests = d.health.requests
         readings = by_point(await d.read())  # served from the notification, no request
         assert readings["level"].value == 1.234 and readings["overflow"].value is False
         assert d.health.requests == requests
         frozen.manhole.level = 2.5  # above the weir: the alarm is in the same notification
         frozen.notify_all()
-        await wait_until(lambda: any(r.point == "overflow" and r.value is True for r in pushed))
+        await eventually(lambda: any(r.point == "overflow" and r.value is True for r in pushed))
 
 
 async def test_observation_is_registered_again_after_the_server_restarts() -> None:
-    port = free_udp_port()
+    port = free_port(udp=True)
     pushed: list[Reading] = []
     point = {"level": CoapPoint(path="/mh/level", pointer="/level", observe=True)}
     first = CitySensorsSimulator(port=port, tick=3600, interval=3600)
@@ -98,17 +98,17 @@ async def test_observation_is_registered_again_after_the_server_restarts() -> No
         d = driver(port, point, observe_max_silence=0.5, timeout=0.5)
         d.set_push_sink(pushed.extend)
         async with d:
-            await wait_until(lambda: d.health.extra["observing"] == 1)
+            await eventually(lambda: d.health.extra["observing"] == 1)
             await first.stop()
             second = CitySensorsSimulator(port=port, tick=3600, interval=3600)
             second.manhole.level = 0.777
             async with second:
                 # the new server knows no observer until the driver registers again
-                await wait_until(lambda: any(r.value == 0.777 for r in pushed), timeout=10)
-                await wait_until(lambda: second.level.observers == 1)
+                await eventually(lambda: any(r.value == 0.777 for r in pushed), timeout=10)
+                await eventually(lambda: second.level.observers == 1)
                 second.manhole.level = 0.888
                 second.notify_all()
-                await wait_until(lambda: any(r.value == 0.888 for r in pushed))
+                await eventually(lambda: any(r.value == 0.888 for r in pushed))
             assert d.health.extra["registrations"] >= 2
     finally:
         await first.stop()
@@ -166,7 +166,7 @@ async def test_a_missing_resource_is_bad_with_the_reason_and_the_rest_stays_good
 
 
 async def test_a_peer_that_never_answers_times_out() -> None:
-    port = free_udp_port()
+    port = free_port(udp=True)
     peer, transport = await SilentPeer.start(port)
     try:
         points = {"level": CoapPoint(path="/mh/level", pointer="/level", observe=True)}
@@ -181,7 +181,7 @@ async def test_a_peer_that_never_answers_times_out() -> None:
 
 
 async def test_malformed_payloads_are_bad_readings_not_crashes() -> None:
-    port = free_udp_port()
+    port = free_port(udp=True)
     shutdown = await faulty_server(port, {
         "/json": Fixed(b'{"a": 1,', 50),
         "/cbor": Fixed(b"\xa2\x61a", 60),
@@ -220,7 +220,7 @@ async def test_malformed_payloads_are_bad_readings_not_crashes() -> None:
 
 
 async def test_error_response_from_a_faulty_server_is_bad_quality() -> None:
-    port = free_udp_port()
+    port = free_port(udp=True)
     shutdown = await faulty_server(port, {"/broken": Fixed(b"sensor fault", 0, code=160)})  # 5.00
     try:
         async with driver(port, {"x": CoapPoint(path="/broken")}) as d:
@@ -258,8 +258,3 @@ def test_bindings_are_checked_when_the_driver_is_built() -> None:
         models.point.model_validate({"path": "/x", "pointer": "a"})
     assert models.writable(models.point.model_validate({"path": "/x", "writable": True}))
 
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)

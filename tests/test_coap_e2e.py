@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 import yaml
-from coap_peers import free_udp_port
-from conftest import LAB_ACCESS, ROOT, GatewayProcess, Hub, Mosquitto
+from conftest import LAB_ACCESS, ROOT, Gateways, Hub, Mosquitto, free_port
 
 from citytwin.simulators.city_sensors.server import CitySensorsSimulator
 
 pytestmark = pytest.mark.slow
 EXAMPLE = ROOT / "deploy" / "examples" / "city-sensors.yaml"
 AQ, MH = "air-quality-1", "manhole-12"
-
-
-@pytest.fixture
-async def street_hub(mosquitto: Mosquitto) -> AsyncIterator[Hub]:
-    client = aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"test-street-hub-{os.getpid()}",
-                            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
-    async with client:
-        hub = Hub(client, "citytwin/v1/street-07")
-        await client.subscribe("citytwin/v1/#", qos=1)
-        task = asyncio.create_task(hub.listen())
-        yield hub
-        task.cancel()
 
 
 def write_config(path: Path, hub_url: str, port: int) -> Path:
@@ -47,46 +29,42 @@ def write_config(path: Path, hub_url: str, port: int) -> Path:
 
 
 async def test_sensor_properties_reach_the_hub_and_services_reach_the_sensors(
-    tmp_path: Path, mosquitto: Mosquitto, street_hub: Hub
+    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, gateways: Gateways
 ) -> None:
-    sim = CitySensorsSimulator(port=free_udp_port(), tick=0.05, seed=4, interval=0.2)
-    async with sim:
-        proc = GatewayProcess(write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port))
-        proc.start()
-        try:
-            sensed = {"pm25", "pm10", "no2", "o3", "co", "temperature", "humidity", "report_interval"}
-            twin = await street_hub.wait_for(f"{AQ}/twin", lambda t: set(t["reported"]) >= sensed)
-            qualities = {k: m["quality"] for k, m in twin["metadata"]["reported"].items()}
-            assert set(qualities.values()) == {"good"}, qualities
-            assert twin["reported"]["report_interval"] == 0.2
-            first = await street_hub.wait_for(f"{AQ}/properties/report", lambda r: "pm25" in r["properties"])
-            mh = await street_hub.wait_for(f"{MH}/properties/report", lambda r: "level" in r["properties"])
-            assert mh["properties"]["level"]["quality"] == "good"
-            await street_hub.wait_for(f"{MH}/status", lambda s: s["state"] == "online")
+    street_hub = hub
+    street_hub.base = "citytwin/v1/street-07"
+    async with CitySensorsSimulator(port=free_port(udp=True), tick=0.05, seed=4, interval=0.2) as sim:
+        gateways(write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port))
+        sensed = {"pm25", "pm10", "no2", "o3", "co", "temperature", "humidity", "report_interval"}
+        twin = await street_hub.wait_for(f"{AQ}/twin", lambda t: set(t["reported"]) >= sensed)
+        qualities = {k: m["quality"] for k, m in twin["metadata"]["reported"].items()}
+        assert set(qualities.values()) == {"good"}, qualities
+        assert twin["reported"]["report_interval"] == 0.2
+        first = await street_hub.wait_for(f"{AQ}/properties/report", lambda r: "pm25" in r["properties"])
+        mh = await street_hub.wait_for(f"{MH}/properties/report", lambda r: "level" in r["properties"])
+        assert mh["properties"]["level"]["quality"] == "good"
+        await street_hub.wait_for(f"{MH}/status", lambda s: s["state"] == "online")
 
-            # the observed values keep coming (notifications, not only polls)
-            await street_hub.wait_for(
-                f"{AQ}/properties/report",
-                lambda r: r["seq"] > first["seq"] and "pm25" in r["properties"],
-            )
+        # the observed values keep coming (notifications, not only polls)
+        await street_hub.wait_for(
+            f"{AQ}/properties/report",
+            lambda r: r["seq"] > first["seq"] and "pm25" in r["properties"],
+        )
 
-            sim.station.pm_offset = 0.5
-            reply = await street_hub.invoke(AQ, "calibrate", {"id": "cal-1", "input": {}})
-            assert reply["status"] == "succeeded", reply
-            assert reply["output"]["calibrations"] == 1
-            assert sim.station.calibrations == 1
+        sim.station.pm_offset = 0.5
+        reply = await street_hub.invoke(AQ, "calibrate", {"id": "cal-1", "input": {}})
+        assert reply["status"] == "succeeded", reply
+        assert reply["output"]["calibrations"] == 1
+        assert sim.station.calibrations == 1
 
-            reply = await street_hub.invoke(AQ, "set_report_interval", {"id": "int-1", "input": {"seconds": 0.3}})
-            assert reply["status"] == "succeeded", reply
-            assert sim.station.interval == 0.3
-            await street_hub.wait_for(
-                f"{AQ}/properties/report",
-                lambda r: r["properties"].get("report_interval", {}).get("value") == 0.3,
-            )
+        reply = await street_hub.invoke(AQ, "set_report_interval", {"id": "int-1", "input": {"seconds": 0.3}})
+        assert reply["status"] == "succeeded", reply
+        assert sim.station.interval == 0.3
+        await street_hub.wait_for(
+            f"{AQ}/properties/report",
+            lambda r: r["properties"].get("report_interval", {}).get("value") == 0.3,
+        )
 
-            reply = await street_hub.invoke(MH, "self_test", {"id": "st-1", "input": {}})
-            assert reply["status"] == "succeeded", reply
-            assert reply["output"] == {"passed": True, "battery": round(sim.manhole.battery, 3)}
-        finally:
-            code = proc.stop()
-        assert code == 0, proc.output()
+        reply = await street_hub.invoke(MH, "self_test", {"id": "st-1", "input": {}})
+        assert reply["status"] == "succeeded", reply
+        assert reply["output"] == {"passed": True, "battery": round(sim.manhole.battery, 3)}

@@ -12,7 +12,8 @@ from typing import Any
 import cbor2
 import orjson
 import pytest
-from coap_peers import LibcoapServer, coap_client, coap_client_async, free_udp_port
+from coap_peers import LibcoapServer, coap_client, coap_client_async
+from conftest import eventually, free_port
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.coap.binding import CoapCall, CoapConnection, CoapPoint
@@ -31,11 +32,6 @@ def libcoap() -> Iterator[LibcoapServer]:
 def driver(port: int, points: dict[str, CoapPoint], **conn: Any) -> CoapDriver:
     return CoapDriver(CoapConnection(host="127.0.0.1", port=port, **conn), points)
 
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_put_then_get_json_and_cbor_on_libcoap(libcoap: LibcoapServer) -> None:
@@ -79,25 +75,25 @@ async def test_observe_libcoap_and_register_again_after_it_restarts() -> None:
                    observe_max_silence=0.6, timeout=0.5)
         d.set_push_sink(pushed.extend)
         async with d:
-            await wait_until(lambda: d.health.extra["observing"] == 1)
+            await eventually(lambda: d.health.extra["observing"] == 1)
             await coap_client_async("-B", "2", "-m", "put", "-t", "50", "-e", '{"n": 1}', url)
-            await wait_until(lambda: any(r.value == 1 for r in pushed))
+            await eventually(lambda: any(r.value == 1 for r in pushed))
 
             server.stop()  # the restarted server forgets the observation and the resource
             server.start()
             await coap_client_async("-B", "2", "-m", "put", "-t", "50", "-e", '{"n": 2}', url)
-            await wait_until(lambda: any(r.value == 2 for r in pushed), timeout=10)
+            await eventually(lambda: any(r.value == 2 for r in pushed), timeout=10)
             registrations = d.health.extra["registrations"]
             assert registrations >= 2
-            await wait_until(lambda: d.health.extra["observing"] == 1)
+            await eventually(lambda: d.health.extra["observing"] == 1)
             await coap_client_async("-B", "2", "-m", "put", "-t", "50", "-e", '{"n": 3}', url)
-            await wait_until(lambda: any(r.value == 3 for r in pushed))
+            await eventually(lambda: any(r.value == 3 for r in pushed))
     finally:
         server.stop()
 
 
 async def test_libcoap_client_reads_and_observes_our_simulator() -> None:
-    sim = CitySensorsSimulator(port=free_udp_port(), tick=0.05, seed=2, interval=0.2)
+    sim = CitySensorsSimulator(port=free_port(udp=True), tick=0.05, seed=2, interval=0.2)
     async with sim:
         url = f"coap://127.0.0.1:{sim.port}"
         as_json = orjson.loads(await coap_client_async("-B", "2", "-A", "50", f"{url}/aq/climate"))
@@ -119,7 +115,7 @@ async def test_libcoap_client_reads_and_observes_our_simulator() -> None:
 
 
 async def test_libcoap_client_writes_and_calls_our_simulator(tmp_path: Any) -> None:
-    sim = CitySensorsSimulator(port=free_udp_port(), tick=3600, seed=2)
+    sim = CitySensorsSimulator(port=free_port(udp=True), tick=3600, seed=2)
     async with sim:
         url = f"coap://127.0.0.1:{sim.port}"
         await coap_client_async("-B", "2", "-m", "put", "-t", "50", "-e", '{"interval": 12}',

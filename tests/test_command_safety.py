@@ -20,7 +20,7 @@ import aiomqtt
 import orjson
 import pytest
 import yaml
-from conftest import GatewayProcess, Mosquitto, free_port, write_config
+from conftest import GatewayProcess, Gateways, Hub, Mosquitto, eventually, write_config
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -66,14 +66,6 @@ class Operator:
         return await self.send(f"services/{service}/invoke", {"id": command_id, "input": inputs, **extra})
 
 
-@pytest.fixture
-async def sim() -> PumpStationSimulator:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
 def strict_config(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> Path:
     path = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     doc = yaml.safe_load(path.read_text())
@@ -95,13 +87,8 @@ async def wait_online(mosquitto: Mosquitto) -> None:
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> GatewayProcess:
-    proc = GatewayProcess(strict_config(tmp_path, mosquitto, sim))
-    proc.start()
-    await wait_online(mosquitto)
-    yield proc
-    if proc.proc is not None:
-        assert proc.stop() == 0, proc.output()
+def gateway_config(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> Path:
+    return strict_config(tmp_path, mosquitto, sim)
 
 
 @pytest.fixture
@@ -138,8 +125,7 @@ async def test_a_repeated_id_returns_the_first_reply_and_never_writes_twice(
     # also after a restart of the gateway
     assert gateway.stop() == 0
     gateway.start()
-    await asyncio.sleep(0.5)
-    await wait_online(mosquitto)
+    await wait_online(mosquitto)  # the clean stop left "offline" retained: this is the new run
     third = await ops.invoke("start_pump", {"pump": 1}, "dup-1")
     assert third["duplicate"] is True and third["status"] == "succeeded"
     assert sim.station.write_count == before + 1
@@ -172,10 +158,10 @@ async def test_deny_by_default(gateway: GatewayProcess, operators: dict[str, Ope
 
 
 async def test_interlocks_stop_commands_before_any_write(
-    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator
+    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator, hub: Hub
 ) -> None:
     sim.station.inject_fault(1)
-    await asyncio.sleep(1.2)  # the fault reaches the twin
+    await hub.wait_for(f"{DEV}/twin", lambda t: t["reported"].get("pump1_fault") is True)
     before = sim.station.write_count
     reply = await operators["control-room"].invoke("start_pump", {"pump": 1}, "il-1")
     assert reply["status"] == "rejected" and reply["error"]["code"] == "interlock"
@@ -188,7 +174,8 @@ async def test_interlocks_stop_commands_before_any_write(
 
 
 async def test_start_rate_limit_per_pump(
-    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator]
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator],
+    gateways: Gateways,
 ) -> None:
     path = strict_config(tmp_path, mosquitto, sim)
     doc = yaml.safe_load(path.read_text())
@@ -196,18 +183,14 @@ async def test_start_rate_limit_per_pump(
         if "max_per_hour" in rule:
             rule["max_per_hour"] = 2
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    proc = GatewayProcess(path)
-    proc.start()
-    try:
-        ops = operators["control-room"]
-        await wait_online(mosquitto)
-        results = [(await ops.invoke("start_pump", {"pump": 1}, f"rate-{i}"))["status"] for i in range(3)]
-        assert results == ["succeeded", "succeeded", "rejected"]
-        reply = ops.replies["rate-2"][-1]
-        assert "at most 2 per hour per pump" in reply["error"]["message"]
-        assert (await ops.invoke("start_pump", {"pump": 2}, "rate-other"))["status"] == "succeeded"
-    finally:
-        assert proc.stop() == 0, proc.output()
+    gateways(path)
+    ops = operators["control-room"]
+    await wait_online(mosquitto)
+    results = [(await ops.invoke("start_pump", {"pump": 1}, f"rate-{i}"))["status"] for i in range(3)]
+    assert results == ["succeeded", "succeeded", "rejected"]
+    reply = ops.replies["rate-2"][-1]
+    assert "at most 2 per hour per pump" in reply["error"]["message"]
+    assert (await ops.invoke("start_pump", {"pump": 2}, "rate-other"))["status"] == "succeeded"
 
 
 async def test_dry_run_checks_everything_and_writes_nothing(
@@ -252,11 +235,10 @@ async def test_twin_get_and_desired_versions(
 
 
 async def test_a_command_interrupted_by_a_crash_is_reported_unknown_and_never_rerun(
-    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator]
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator],
+    gateways: Gateways,
 ) -> None:
-    path = strict_config(tmp_path, mosquitto, sim)
-    proc = GatewayProcess(path)
-    proc.start()
+    proc = gateways(strict_config(tmp_path, mosquitto, sim))
     ops = operators["control-room"]
     await wait_online(mosquitto)
     assert (await ops.invoke("stop_pump", {"pump": 1}, "warm-up"))["status"] == "succeeded"
@@ -272,16 +254,11 @@ async def test_a_command_interrupted_by_a_crash_is_reported_unknown_and_never_re
     db.close()
     before = sim.station.write_count
     proc.start()
-    try:
-        async with asyncio.timeout(15):
-            while "crash-1" not in ops.replies:
-                await asyncio.sleep(0.05)
-        assert ops.replies["crash-1"][0]["status"] == "unknown"
-        again = await ops.invoke("start_pump", {"pump": 1}, "crash-1")
-        assert again["status"] == "unknown" and again["duplicate"] is True
-        assert sim.station.write_count == before and sim.station.pump(1).run_cmd is False
-    finally:
-        assert proc.stop() == 0, proc.output()
+    await eventually(lambda: "crash-1" in ops.replies)
+    assert ops.replies["crash-1"][0]["status"] == "unknown"
+    again = await ops.invoke("start_pump", {"pump": 1}, "crash-1")
+    assert again["status"] == "unknown" and again["duplicate"] is True
+    assert sim.station.write_count == before and sim.station.pump(1).run_cmd is False
 
 
 async def test_the_audit_chain_records_everything_and_detects_an_edit(
@@ -318,7 +295,8 @@ async def test_the_audit_chain_records_everything_and_detects_an_edit(
 
 
 async def test_an_async_service_is_accepted_at_once_then_answered_when_done(
-    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator]
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, operators: dict[str, Operator],
+    gateways: Gateways,
 ) -> None:
     from citytwin.thingmodels.library import library_document
 
@@ -331,17 +309,13 @@ async def test_an_async_service_is_accepted_at_once_then_answered_when_done(
     doc = yaml.safe_load(path.read_text())
     doc["devices"][0]["model"] = "pump_station_async.json"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    proc = GatewayProcess(path)
-    proc.start()
-    try:
-        await wait_online(mosquitto)
-        ops = operators["control-room"]
-        await ops.send("services/start_pump/invoke", {"id": "async-1", "input": {"pump": 1}}, wait_for=2)
-        statuses = [r["status"] for r in ops.replies["async-1"]]
-        assert statuses == ["accepted", "succeeded"]
-        assert sim.station.pump(1).run_cmd is True
-    finally:
-        assert proc.stop() == 0, proc.output()
+    gateways(path)
+    await wait_online(mosquitto)
+    ops = operators["control-room"]
+    await ops.send("services/start_pump/invoke", {"id": "async-1", "input": {"pump": 1}}, wait_for=2)
+    statuses = [r["status"] for r in ops.replies["async-1"]]
+    assert statuses == ["accepted", "succeeded"]
+    assert sim.station.pump(1).run_cmd is True
 
 
 async def test_a_revoked_grant_takes_effect_on_reload(
@@ -354,9 +328,7 @@ async def test_a_revoked_grant_takes_effect_on_reload(
     gateway.config.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert gateway.proc is not None
     gateway.proc.send_signal(signal.SIGHUP)
-    async with asyncio.timeout(10):
-        while "access rules updated" not in gateway.output():
-            await asyncio.sleep(0.1)
+    await eventually(lambda: "access rules updated" in gateway.output())
     before = sim.station.write_count
     reply = await ops.invoke("start_pump", {"pump": 1}, "rev-2")
     assert reply["status"] == "rejected" and reply["error"]["code"] == "unauthorized"
@@ -364,24 +336,23 @@ async def test_a_revoked_grant_takes_effect_on_reload(
 
 
 async def test_a_device_back_online_converges_on_its_desired_state(
-    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator
+    gateway: GatewayProcess, operators: dict[str, Operator], sim: PumpStationSimulator, hub: Hub
 ) -> None:
     admin = operators["duty-engineer"]
+    hub.messages.clear()  # forget the statuses so far
     await sim.stop()
-    await asyncio.sleep(1.5)  # the device is offline now
+    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "offline")
     reply = await admin.send("twin/desired", {"id": "conv-1", "desired": {"pump1_frequency_setpoint": 38.5}})
     assert reply["status"] == "failed" and reply["error"]["code"] == "device_offline"
     assert reply["output"]["version"] > 0  # the desired state itself was accepted
     assert sim.station.pump(1).setpoint == 45.0
     await sim.start()
-    async with asyncio.timeout(15):
-        while sim.station.pump(1).setpoint != 38.5:
-            await asyncio.sleep(0.1)
+    await eventually(lambda: sim.station.pump(1).setpoint == 38.5)
     twin = (await admin.send("twin/get", {"id": "conv-2"}))["output"]
     assert twin["desired"] == {"pump1_frequency_setpoint": 38.5}
-    async with asyncio.timeout(10):
-        while True:
-            twin = (await admin.send("twin/get", {"id": f"conv-3-{time.monotonic()}"}))["output"]
-            if twin["delta"] == {}:
-                break
-            await asyncio.sleep(0.3)
+
+    async def converged() -> bool:
+        twin = (await admin.send("twin/get", {"id": f"conv-3-{time.monotonic()}"}))["output"]
+        return bool(twin["delta"] == {})
+
+    await eventually(converged, step=0.3)

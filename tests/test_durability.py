@@ -18,11 +18,12 @@ import aiomqtt
 import orjson
 import pytest
 import yaml
-from conftest import GatewayProcess, Mosquitto, free_port, write_config
+from conftest import GatewayProcess, Mosquitto, eventually, write_config
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 BASE = "citytwin/v1/ps-north-01"
+MARKER = "durability/marker"
 pytestmark = pytest.mark.slow
 
 
@@ -42,6 +43,8 @@ class Collector:
         self.port = port
         self.reports: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.drops: list[dict[str, Any]] = []
+        self.onlines = 0  # the gateway said "online": it has subscribed to its commands
+        self.markers: set[bytes] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -54,11 +57,18 @@ class Collector:
                                           protocol=aiomqtt.ProtocolVersion.V311, clean_session=False) as client:
                     await client.subscribe(f"{BASE}/+/properties/report", qos=1)
                     await client.subscribe(f"{BASE}/events/outbox_dropped", qos=1)
+                    await client.subscribe(f"{BASE}/status", qos=1)
+                    await client.subscribe(MARKER, qos=1)
                     async for message in client.messages:
                         assert isinstance(message.payload, bytes)
-                        body = orjson.loads(message.payload)
                         topic = str(message.topic)
-                        if topic.endswith("outbox_dropped"):
+                        if topic == MARKER:
+                            self.markers.add(message.payload)
+                            continue
+                        body = orjson.loads(message.payload)
+                        if topic == f"{BASE}/status":
+                            self.onlines += body["state"] == "online"
+                        elif topic.endswith("outbox_dropped"):
                             self.drops.append(body)
                         else:
                             self.reports[topic.split("/")[3]].append(body)
@@ -73,6 +83,23 @@ class Collector:
     def seqs(self, device: str) -> set[int]:
         return {r["seq"] for r in self.reports[device]}
 
+    def count(self) -> int:
+        return sum(len(v) for v in self.reports.values())
+
+    async def started(self, proc: GatewayProcess, reports: int = 20) -> None:
+        """Start the gateway and wait until it is online and ``reports`` more reports arrived."""
+        onlines, count = self.onlines, self.count()
+        proc.start()
+        await eventually(lambda: self.onlines > onlines and self.count() >= count + reports, timeout=30)
+
+    async def drained(self) -> None:
+        """Every message the broker routed to this hub so far has arrived: a marker published
+        now is queued behind them in the same session."""
+        marker = f"m{len(self.markers)}".encode()
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            await client.publish(MARKER, marker, qos=1)
+        await eventually(lambda: marker in self.markers, timeout=60)
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Mosquitto:
@@ -83,7 +110,7 @@ def broker(tmp_path: Path) -> Mosquitto:
 
 
 async def two_stations() -> list[PumpStationSimulator]:
-    sims = [PumpStationSimulator(port=free_port(), seed=i, tick=0.05) for i in range(2)]
+    sims = [PumpStationSimulator(port=0, seed=i, tick=0.05) for i in range(2)]
     for sim in sims:
         await sim.start()
     return sims
@@ -105,19 +132,6 @@ def config(tmp_path: Path, broker: Mosquitto, sims: list[PumpStationSimulator], 
     return path
 
 
-async def wait_quiet(collector: Collector, seconds: float = 1.5, timeout: float = 30) -> None:
-    """Until no report arrived for ``seconds`` (the backlog is drained)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    last = -1
-    while loop.time() < end:
-        count = sum(len(v) for v in collector.reports.values())
-        if count == last:
-            return
-        last = count
-        await asyncio.sleep(seconds)
-
-
 async def test_kill_9_under_load_loses_nothing_and_runs_no_command_twice(tmp_path: Path, broker: Mosquitto) -> None:
     sims = await two_stations()
     collector = Collector(broker.port)
@@ -127,17 +141,16 @@ async def test_kill_9_under_load_loses_nothing_and_runs_no_command_twice(tmp_pat
         writes_before = sims[0].station.write_count
         async with aiomqtt.Client("127.0.0.1", broker.port) as hub:
             for round_ in range(3):
-                proc.start()
-                await asyncio.sleep(1.5)
+                await collector.started(proc)
                 # the same command id in every round: it runs once, whatever happens in between
                 await hub.publish(f"{BASE}/pump-station-1/services/set_frequency/invoke",
                                   orjson.dumps({"id": "once", "input": {"pump": 1, "hz": 40 + round_}}), qos=1)
-                await asyncio.sleep(0.5)
+                count = collector.count()  # kill it under load, a few polls later
+                await eventually(lambda: collector.count() >= count + 10)  # noqa: B023
                 assert proc.stop(signal.SIGKILL) == -signal.SIGKILL
-            proc.start()
-            await asyncio.sleep(1.0)
+            await collector.started(proc)
             assert proc.stop() == 0, proc.output()
-        await wait_quiet(collector)
+        await collector.drained()
         for device in ("pump-station-1", "pump-station-2"):
             seqs = collector.seqs(device)
             assert seqs, f"no reports from {device}"
@@ -161,15 +174,16 @@ async def test_broker_outage_is_replayed_and_drops_are_counted_exactly(tmp_path:
     collector = Collector(broker.port)
     collector.start()
     proc = GatewayProcess(config(tmp_path, broker, sims, max_messages=100))
-    proc.start()
     try:
-        await asyncio.sleep(2.0)
+        await collector.started(proc)
         broker.stop()
-        await asyncio.sleep(6.0)  # ~2 devices × 10 polls/s × 6 s of messages > the bound of 100
+        # ~2 devices × 10 polls/s of messages overflow the bound of 100 within seconds
+        await eventually(lambda: "outbox full" in proc.output(), timeout=30)
         broker.start()
-        await asyncio.sleep(2.0)
+        await eventually(lambda: collector.drops and any(r.get("replay") for r in collector.reports["pump-station-1"]),
+                         timeout=30)
         assert proc.stop() == 0, proc.output()
-        await wait_quiet(collector)
+        await collector.drained()
         dropped = sum(d["output"]["dropped"] for d in collector.drops)
         assert dropped > 0, "the outage should have overflowed the bound"
         per_device = defaultdict(int)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import LAB_ACCESS, ROOT, GatewayProcess, Hub, Mosquitto, free_port
-from opcua_peers import eventually
+from conftest import LAB_ACCESS, ROOT, Gateways, Hub, Mosquitto, eventually, free_port
 
 from citytwin.simulators.intersection.server import IntersectionSimulator
 
@@ -40,38 +39,34 @@ def write_config(path: Path, hub_url: str, sim: IntersectionSimulator) -> Path:
 
 
 async def test_properties_reported_and_set_plan_invoked_from_the_hub(
-    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: IntersectionSimulator
+    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: IntersectionSimulator, gateways: Gateways
 ) -> None:
     hub.base = "citytwin/v1/ix-main-01"
-    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", mosquitto.url, sim))
-    proc.start()
-    try:
-        await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
-        # subscribed and polled properties both reach the hub, with good quality
-        seen: dict[str, object] = {}
+    gateways(write_config(tmp_path / "gw.yaml", mosquitto.url, sim))
+    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
+    # subscribed and polled properties both reach the hub, with good quality
+    seen: dict[str, object] = {}
 
-        def collect(report: dict[str, dict[str, object]]) -> bool:
-            for name, entry in report["properties"].items():
-                assert entry["quality"] == "good", (name, entry)
-                seen[name] = entry["value"]
-            return {"phase", "plan", "signal_ns", "count_north", "occupancy_north", "green_extension"} <= set(seen)
+    def collect(report: dict[str, dict[str, object]]) -> bool:
+        for name, entry in report["properties"].items():
+            assert entry["quality"] == "good", (name, entry)
+            seen[name] = entry["value"]
+        return {"phase", "plan", "signal_ns", "count_north", "occupancy_north", "green_extension"} <= set(seen)
 
-        await hub.wait_for(f"{DEV}/properties/report", collect)
-        assert seen["plan"] == 1 and seen["phase"] in (1, 2)
-        reply = await hub.invoke(DEV, "set_plan", {"id": "plan-1", "input": {"plan": 2}})
-        assert reply["status"] == "succeeded", reply
-        assert reply["output"] == {"active_plan": 2}
-        assert sim.calls[-1] == ("SetPlan", (2,))
-        await hub.wait_for(f"{DEV}/properties/report",
-                           lambda r: r["properties"].get("pending_plan", {}).get("value") == 2
-                           or r["properties"].get("plan", {}).get("value") == 2)
-        # a property write goes out as the binding's Int32
-        await hub.client.publish(f"{hub.base}/{DEV}/properties/set",
-                                 b'{"id": "ext-1", "properties": {"green_extension": 6}}', qos=1)
-        reply = await hub.wait_for(f"{DEV}/replies", lambda r: r["id"] == "ext-1")
-        assert reply["status"] == "succeeded", reply
-        await eventually(lambda: sim.controller.green_extension == 6)
-        rejected = await hub.invoke(DEV, "set_plan", {"id": "plan-9", "input": {"plan": 9}})
-        assert rejected["status"] == "rejected"
-    finally:
-        assert proc.stop() == 0, proc.output()
+    await hub.wait_for(f"{DEV}/properties/report", collect)
+    assert seen["plan"] == 1 and seen["phase"] in (1, 2)
+    reply = await hub.invoke(DEV, "set_plan", {"id": "plan-1", "input": {"plan": 2}})
+    assert reply["status"] == "succeeded", reply
+    assert reply["output"] == {"active_plan": 2}
+    assert sim.calls[-1] == ("SetPlan", (2,))
+    await hub.wait_for(f"{DEV}/properties/report",
+                       lambda r: r["properties"].get("pending_plan", {}).get("value") == 2
+                       or r["properties"].get("plan", {}).get("value") == 2)
+    # a property write goes out as the binding's Int32
+    await hub.client.publish(f"{hub.base}/{DEV}/properties/set",
+                             b'{"id": "ext-1", "properties": {"green_extension": 6}}', qos=1)
+    reply = await hub.wait_for(f"{DEV}/replies", lambda r: r["id"] == "ext-1")
+    assert reply["status"] == "succeeded", reply
+    await eventually(lambda: sim.controller.green_extension == 6)
+    rejected = await hub.invoke(DEV, "set_plan", {"id": "plan-9", "input": {"plan": 9}})
+    assert rejected["status"] == "rejected"

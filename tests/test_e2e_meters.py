@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import LAB_ACCESS, GatewayProcess, Hub, Mosquitto
+from conftest import LAB_ACCESS, Gateways, Hub, Mosquitto
 
 from citytwin.simulators.meters.server import MetersSimulator
 
@@ -33,39 +32,33 @@ def meters_config(tmp_path: Path, broker: Mosquitto) -> Path:
 
 
 async def test_meters_report_and_answer_a_valve_command(
-    tmp_path: Path, mosquitto: Mosquitto, hub: Hub
+    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, gateways: Gateways
 ) -> None:
-    gateway = GatewayProcess(meters_config(tmp_path, mosquitto))
     async with MetersSimulator(mosquitto.url, count=2, seed=3, reconnect_delay=0.1) as sim:
-        gateway.start()
-        try:
-            report = await hub.wait_for(
-                f"{DEV}/properties/report", lambda r: "flow_rate" in r["properties"]
-            )
-            flow = report["properties"]["flow_rate"]
-            assert flow["quality"] == "good" and flow["value"] >= 0
-            await hub.wait_for(
-                f"{DEV}/twin",
-                lambda t: {"valve_open", "battery", "volume"} <= set(t["reported"]),
-            )
-            reply = await hub.invoke(DEV, "set_valve", {"id": "v-1", "input": {"open": False}})
-            assert reply["status"] == "succeeded", reply
-            assert reply["output"] == {"valve_open": False}
-            assert sim.meters["wm-0001"].valve_open is False
-            assert sim.meters["wm-0002"].valve_open is True
-            await hub.wait_for(
-                f"{DEV}/properties/report",
-                lambda r: r["properties"].get("valve_open", {}).get("value") is False,
-            )
-            # a property write travels as a command too
-            await hub.client.publish(
-                f"{hub.base}/{DEV}/properties/set",
-                b'{"id": "s-1", "properties": {"report_interval": 2}}', qos=1,
-            )
-            done = await hub.wait_for(f"{DEV}/replies", lambda r: r.get("id") == "s-1")
-            assert done["status"] == "succeeded", done
-            assert sim.meters["wm-0001"].report_interval == 2
-        finally:
-            code = gateway.stop()
-        await asyncio.sleep(0)
-    assert code == 0, gateway.output()
+        gateways(meters_config(tmp_path, mosquitto))
+        report = await hub.wait_for(
+            f"{DEV}/properties/report", lambda r: "flow_rate" in r["properties"]
+        )
+        flow = report["properties"]["flow_rate"]
+        assert flow["quality"] == "good" and flow["value"] >= 0
+        await hub.wait_for(
+            f"{DEV}/twin",
+            lambda t: {"valve_open", "battery", "volume"} <= set(t["reported"]),
+        )
+        reply = await hub.invoke(DEV, "set_valve", {"id": "v-1", "input": {"open": False}})
+        assert reply["status"] == "succeeded", reply
+        assert reply["output"] == {"valve_open": False}
+        assert sim.meters["wm-0001"].valve_open is False
+        assert sim.meters["wm-0002"].valve_open is True
+        await hub.wait_for(
+            f"{DEV}/properties/report",
+            lambda r: r["properties"].get("valve_open", {}).get("value") is False,
+        )
+        # a property write travels as a command too
+        await hub.client.publish(
+            f"{hub.base}/{DEV}/properties/set",
+            b'{"id": "s-1", "properties": {"report_interval": 2}}', qos=1,
+        )
+        done = await hub.wait_for(f"{DEV}/replies", lambda r: r.get("id") == "s-1")
+        assert done["status"] == "succeeded", done
+        assert sim.meters["wm-0001"].report_interval == 2

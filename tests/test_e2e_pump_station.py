@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -13,7 +15,15 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pytest
-from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
+from conftest import (
+    GatewayProcess,
+    Gateways,
+    Hub,
+    Mosquitto,
+    eventually,
+    later_write_done,
+    write_config,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -31,27 +41,9 @@ def sig7(value: float) -> float:
     return float(f"{f32(value):.7g}")
 
 
-@pytest.fixture
-async def sim() -> PumpStationSimulator:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> GatewayProcess:
-    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port))
-    proc.start()
-    yield proc
-    if proc.proc is not None:
-        code = proc.stop()
-        assert code == 0, proc.output()
-
-
 async def test_telemetry_carries_the_values_the_simulator_holds(tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
     # a frozen station (no physics ticks), so every served register is known exactly
-    frozen = PumpStationSimulator(port=free_port(), seed=1, tick=3600, initial_level=3.21)
+    frozen = PumpStationSimulator(port=0, seed=1, tick=3600, initial_level=3.21)
     async with frozen:
         station = frozen.station
         station.pumps[1].run_hours = 1234.56
@@ -88,7 +80,9 @@ async def test_telemetry_carries_the_values_the_simulator_holds(tmp_path: Path, 
 
 async def test_report_seq_increases_and_only_changes_are_sent(gateway: GatewayProcess, hub: Hub) -> None:
     await hub.wait_for(f"{DEV}/properties/report", lambda r: len(r["properties"]) == 17)
-    await asyncio.sleep(2.5)
+    # watch a few polls' worth of reports (the level moves every poll)
+    first = len(hub.on(f"{DEV}/properties/report"))
+    await hub.wait_for(f"{DEV}/properties/report", lambda r: len(hub.on(f"{DEV}/properties/report")) >= first + 4)
     reports = hub.on(f"{DEV}/properties/report")
     seqs = [r["seq"] for r in reports]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -112,7 +106,6 @@ async def test_twin_survives_a_restart_and_its_version_continues(
 
 
 async def test_start_pump_sets_the_coil_and_succeeds(gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     before = sim.station.write_count
     reply = await hub.invoke(DEV, "start_pump", {"id": "c-1", "input": {"pump": 1}})
     assert reply["status"] == "succeeded", reply
@@ -140,19 +133,17 @@ async def test_start_pump_sets_the_coil_and_succeeds(gateway: GatewayProcess, hu
 async def test_invalid_commands_are_rejected_and_nothing_is_written(
     gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator, service: str, payload: dict, code: str
 ) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     before = sim.station.write_count
     await hub.client.publish(f"{hub.base}/{DEV}/services/{service}/invoke", orjson.dumps(payload), qos=1)
     reply = await hub.wait_for(f"{DEV}/replies", lambda r: r["status"] == "rejected")
     assert reply["error"]["code"] == code, reply
     assert reply["error"]["message"]
-    await asyncio.sleep(0.3)
-    assert sim.station.write_count == before
+    await later_write_done(hub, sim)  # a write the rejected command made would come before this one
+    assert sim.station.write_count == before + 1
     assert sim.station.pump(1).run_cmd is False
 
 
 async def test_malformed_json_and_unknown_device_are_rejected(gateway: GatewayProcess, hub: Hub) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     await hub.client.publish(f"{hub.base}/{DEV}/services/start_pump/invoke", b"{not json", qos=1)
     reply = await hub.wait_for(f"{DEV}/replies", lambda r: r["status"] == "rejected")
     assert reply["error"]["code"] == "malformed" and reply["id"] is None
@@ -164,7 +155,6 @@ async def test_malformed_json_and_unknown_device_are_rejected(gateway: GatewayPr
 async def test_property_set_writes_a_writable_property_and_refuses_a_read_only_one(
     gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator
 ) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     await hub.client.publish(f"{hub.base}/{DEV}/properties/set",
                              orjson.dumps({"id": "p-1", "properties": {"pump2_frequency_setpoint": 33.5}}), qos=1)
     reply = await hub.wait_for(f"{DEV}/replies", lambda r: r["id"] == "p-1")
@@ -181,7 +171,6 @@ async def test_property_set_writes_a_writable_property_and_refuses_a_read_only_o
 async def test_mqtt5_reply_goes_to_the_response_topic_with_correlation_data(
     gateway: GatewayProcess, hub: Hub, mosquitto: Mosquitto
 ) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     async with aiomqtt.Client("127.0.0.1", mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5,
                               socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)) as operator:
         await operator.subscribe("operators/alice/replies", qos=1)
@@ -202,7 +191,6 @@ async def test_mqtt5_reply_goes_to_the_response_topic_with_correlation_data(
 
 
 async def test_event_fires_on_pump_fault(gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     sim.station.inject_fault(2)
     event = await hub.wait_for(f"{DEV}/events/pump_fault", lambda e: True)
     assert event["type"] == "error" and event["output"]["pump"] == 2
@@ -212,7 +200,6 @@ async def test_event_fires_on_pump_fault(gateway: GatewayProcess, hub: Hub, sim:
 async def test_device_goes_offline_when_the_plc_stops_and_back_online(
     gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator
 ) -> None:
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
     hub.messages.clear()  # forget the offline status every start publishes first
     await sim.stop()
     loop = asyncio.get_running_loop()
@@ -229,19 +216,17 @@ async def test_device_goes_offline_when_the_plc_stops_and_back_online(
     await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online", timeout=10)
 
 
-async def test_hub_link_in_mqtt_311_mode(tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: PumpStationSimulator) -> None:
+async def test_hub_link_in_mqtt_311_mode(
+    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: PumpStationSimulator, gateways: Gateways
+) -> None:
     config = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     config.write_text(config.read_text().replace("protocol: '5'", "protocol: 3.1.1"))
     assert "3.1.1" in config.read_text()
-    proc = GatewayProcess(config)
-    proc.start()
-    try:
-        await hub.wait_for(f"{DEV}/properties/report", lambda r: "level" in r["properties"])
-        reply = await hub.invoke(DEV, "start_pump", {"id": "v3-1", "input": {"pump": 2}})
-        assert reply["status"] == "succeeded"
-        assert sim.station.pump(2).run_cmd is True
-    finally:
-        assert proc.stop() == 0, proc.output()
+    gateways(config)
+    await hub.wait_for(f"{DEV}/properties/report", lambda r: "level" in r["properties"])
+    reply = await hub.invoke(DEV, "start_pump", {"id": "v3-1", "input": {"pump": 2}})
+    assert reply["status"] == "succeeded"
+    assert sim.station.pump(2).run_cmd is True
 
 
 def test_malformed_config_stops_the_start_with_file_and_line(tmp_path: Path) -> None:
@@ -269,9 +254,19 @@ def test_demo_runs_the_whole_story_and_exits_zero() -> None:
     assert "demo  OK" in result.stdout
 
 
-async def test_versions_and_seq_never_repeat_after_kill_9(gateway: GatewayProcess, hub: Hub) -> None:
+def stored_twin(data_dir: Path) -> dict | None:
+    """The device's twin as the gateway last flushed it to its store (WAL: readable meanwhile)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'twins.db'}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT doc FROM twins WHERE device = ?", (DEV,)).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return None
+    return orjson.loads(row[0]) if row else None
+
+
+async def test_versions_and_seq_never_repeat_after_kill_9(tmp_path: Path, gateway: GatewayProcess, hub: Hub) -> None:
     await hub.wait_for(f"{DEV}/twin", lambda t: t["version"] >= 2 and "level" in t["reported"])
-    await asyncio.sleep(1.5)  # let at least one flush reach the disk
+    await eventually(lambda: stored_twin(tmp_path / "data"))  # at least one flush reached the disk
     seen_version = max(t["version"] for t in hub.on(f"{DEV}/twin"))
     seen_seq = max(r["seq"] for r in hub.on(f"{DEV}/properties/report"))
     assert gateway.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -297,7 +292,7 @@ async def test_hub_link_survives_a_broker_restart(gateway: GatewayProcess, mosqu
     task.cancel()
     await client.__aexit__(None, None, None)
     mosquitto.stop()
-    await asyncio.sleep(2)
+    await eventually(lambda: "hub link down" in gateway.output())
     writes_before = sim.station.write_count
     mosquitto.start()
     client, hub, task = await connect_hub()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +12,14 @@ import aiomqtt
 import orjson
 import pytest
 import yaml
-from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
-from hubcli_support import hub_cli
+from conftest import GatewayProcess, Gateways, Hub, Mosquitto, eventually, free_port, write_config
+from hubcli_support import hub_cli, start_hub_cli
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 GW = "ps-north-01"
 DEV = "pump-station-1"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpStationSimulator]:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub) -> AsyncIterator[GatewayProcess]:
-    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port))
-    proc.start()
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
-    await hub.wait_for(f"{DEV}/twin", lambda t: "level" in t["reported"])
-    yield proc
-    if proc.proc is not None:
-        assert proc.stop() == 0, proc.output()
 
 
 def broker(mosquitto: Mosquitto) -> list[str]:
@@ -139,14 +119,11 @@ async def test_desired_patch_reaches_the_twin(gateway: GatewayProcess, mosquitto
     version = result.json()["output"]["version"]
     assert isinstance(version, int)
 
-    async def desired_in_twin() -> dict:
-        while True:
-            twin = (await hub_cli("twin", DEV, *broker(mosquitto), "--json")).json()
-            if twin["version"] >= version:
-                return twin
-            await asyncio.sleep(0.3)
+    async def desired_in_twin() -> dict | None:
+        twin = (await hub_cli("twin", DEV, *broker(mosquitto), "--json")).json()
+        return twin if twin["version"] >= version else None
 
-    twin = await asyncio.wait_for(desired_in_twin(), 20)
+    twin = await eventually(desired_in_twin, timeout=20, step=0.3)
     assert twin["desired"]["pump1_frequency_setpoint"] == 48.0
 
 
@@ -196,28 +173,24 @@ async def test_commands_carry_the_operator_response_topic_and_options(mosquitto:
 
 
 async def test_mqtt311_invoke_matches_the_reply_by_id(
-    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub, gateways: Gateways
 ) -> None:
     config = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     granted(config, ["payload"], {"operators": ["bob"], "role": "operator"})
     config.write_text(config.read_text().replace("protocol: '5'", "protocol: 3.1.1"))
-    proc = GatewayProcess(config)
-    proc.start()
-    try:
-        await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
-        result = await hub_cli("invoke", DEV, "start_pump", "pump=2", "--protocol", "3.1.1",
-                               "--operator", "bob", "--operator-in-payload", *broker(mosquitto), "--json")
-        assert result.code == 0, result.out + result.err
-        assert result.json()["status"] == "succeeded"
-        assert sim.station.pump(2).run_cmd is True
-        sent = [b for b in hub.on(f"{DEV}/services/start_pump/invoke")]
-        assert sent and sent[-1]["operator"] == "bob"
-        # without the operator in the payload a 3.1.1 command names nobody: refused
-        result = await hub_cli("invoke", DEV, "stop_pump", "pump=2", "--protocol", "3.1.1",
-                               "--operator", "bob", *broker(mosquitto), "--json")
-        assert result.code == 3 and result.json()["error"]["code"] == "unauthorized", result.out
-    finally:
-        assert proc.stop() == 0, proc.output()
+    gateways(config)
+    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
+    result = await hub_cli("invoke", DEV, "start_pump", "pump=2", "--protocol", "3.1.1",
+                           "--operator", "bob", "--operator-in-payload", *broker(mosquitto), "--json")
+    assert result.code == 0, result.out + result.err
+    assert result.json()["status"] == "succeeded"
+    assert sim.station.pump(2).run_cmd is True
+    sent = [b for b in hub.on(f"{DEV}/services/start_pump/invoke")]
+    assert sent and sent[-1]["operator"] == "bob"
+    # without the operator in the payload a 3.1.1 command names nobody: refused
+    result = await hub_cli("invoke", DEV, "stop_pump", "pump=2", "--protocol", "3.1.1",
+                           "--operator", "bob", *broker(mosquitto), "--json")
+    assert result.code == 3 and result.json()["error"]["code"] == "unauthorized", result.out
 
 
 def granted(config: Path, identity: list[str], *grants: dict[str, Any]) -> None:
@@ -228,42 +201,46 @@ def granted(config: Path, identity: list[str], *grants: dict[str, Any]) -> None:
 
 
 async def test_the_operator_travels_as_a_user_property_and_is_authorized(
-    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
+    tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub, gateways: Gateways
 ) -> None:
     config = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     granted(config, ["user_property"], {"operators": ["alice"], "role": "operator"})
-    proc = GatewayProcess(config)
-    proc.start()
-    try:
-        await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
-        ok = await hub_cli("invoke", DEV, "start_pump", "pump=1", "--operator", "alice", *broker(mosquitto), "--json")
-        assert ok.code == 0, ok.out + ok.err
-        assert sim.station.pump(1).run_cmd is True
-        before = sim.station.write_count
-        for who in (["--operator", "mallory"], []):
-            denied = await hub_cli("invoke", DEV, "stop_pump", "pump=1", *who, *broker(mosquitto), "--json")
-            assert denied.code == 3 and denied.json()["error"]["code"] == "unauthorized", denied.out
-        # the payload is not trusted for identity here
-        spoof = await hub_cli("invoke", DEV, "stop_pump", "pump=1", "--operator", "alice", "--protocol", "3.1.1",
-                              "--operator-in-payload", *broker(mosquitto), "--json")
-        assert spoof.code == 3 and spoof.json()["error"]["code"] == "unauthorized", spoof.out
-        # an operator may not change desired state (admin only)
-        desired = await hub_cli("desired", DEV, "--patch", '{"pump1_frequency_setpoint": 40}', "--operator", "alice",
-                                *broker(mosquitto), "--json")
-        assert desired.code == 3 and desired.json()["error"]["code"] == "unauthorized", desired.out
-        assert sim.station.write_count == before and sim.station.pump(1).run_cmd is True
-    finally:
-        assert proc.stop() == 0, proc.output()
+    gateways(config)
+    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
+    ok = await hub_cli("invoke", DEV, "start_pump", "pump=1", "--operator", "alice", *broker(mosquitto), "--json")
+    assert ok.code == 0, ok.out + ok.err
+    assert sim.station.pump(1).run_cmd is True
+    before = sim.station.write_count
+    for who in (["--operator", "mallory"], []):
+        denied = await hub_cli("invoke", DEV, "stop_pump", "pump=1", *who, *broker(mosquitto), "--json")
+        assert denied.code == 3 and denied.json()["error"]["code"] == "unauthorized", denied.out
+    # the payload is not trusted for identity here
+    spoof = await hub_cli("invoke", DEV, "stop_pump", "pump=1", "--operator", "alice", "--protocol", "3.1.1",
+                          "--operator-in-payload", *broker(mosquitto), "--json")
+    assert spoof.code == 3 and spoof.json()["error"]["code"] == "unauthorized", spoof.out
+    # an operator may not change desired state (admin only)
+    desired = await hub_cli("desired", DEV, "--patch", '{"pump1_frequency_setpoint": 40}', "--operator", "alice",
+                            *broker(mosquitto), "--json")
+    assert desired.code == 3 and desired.json()["error"]["code"] == "unauthorized", desired.out
+    assert sim.station.write_count == before and sim.station.pump(1).run_cmd is True
 
 
 async def test_watch_shows_reports_status_and_events(
-    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator
+    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
 ) -> None:
-    watch = asyncio.create_task(hub_cli("watch", DEV, "--duration", "3s", *broker(mosquitto), "--json"))
-    events = asyncio.create_task(hub_cli("events", "--duration", "3s", *broker(mosquitto), "--json"))
-    await asyncio.sleep(1.5)
+    watch = await start_hub_cli("watch", DEV, "--duration", "3s", *broker(mosquitto), "--json")
+    events = await start_hub_cli("events", "--duration", "3s", *broker(mosquitto), "--json")
+    # both listen once watch printed the retained status and events a marker event from
+    # another gateway (sent until it shows: there is no retained event to wait for)
+    await eventually(lambda: watch.out)
+
+    async def events_listen() -> bool:
+        await hub.client.publish("citytwin/v1/marker-gw/events/ready", b"{}", qos=1)
+        return bool(events.out)
+
+    await eventually(events_listen, step=0.2)
     sim.station.inject_fault(2)
-    result, only_events = await watch, await events
+    result, only_events = await watch.result(), await events.result()
     assert result.code == 0, result.err
     lines = result.lines()
     kinds = {line["kind"] for line in lines}
@@ -273,7 +250,8 @@ async def test_watch_shows_reports_status_and_events(
     fault = next(line for line in lines if line["kind"] == "event")
     assert fault["name"] == "pump_fault" and fault["payload"]["output"]["pump"] == 2
     assert only_events.code == 0, only_events.err
-    assert [e["name"] for e in only_events.lines()] == ["pump_fault"]
+    assert {e["gateway"] for e in only_events.lines()} == {GW, "marker-gw"}
+    assert [e["name"] for e in only_events.lines() if e["gateway"] == GW] == ["pump_fault"]
 
     text = await hub_cli("watch", f"{GW}/{DEV}", "--count", "2", *broker(mosquitto))
     assert text.code == 0, text.err

@@ -3,12 +3,8 @@ dry run, expiry, desired versions and twin/get."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
+from conftest import GatewayProcess, Hub, Mosquitto, later_write_done
 from hubcli_support import hub_cli
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
@@ -17,43 +13,24 @@ DEV = "pump-station-1"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpStationSimulator]:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub) -> AsyncIterator[GatewayProcess]:
-    proc = GatewayProcess(write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port))
-    proc.start()
-    await hub.wait_for(f"{DEV}/status", lambda s: s["state"] == "online")
-    await hub.wait_for(f"{DEV}/twin", lambda t: "level" in t["reported"])
-    yield proc
-    if proc.proc is not None:
-        assert proc.stop() == 0, proc.output()
-
-
 async def test_dry_run_reports_the_writes_and_writes_nothing(
-    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator
+    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
 ) -> None:
     before = sim.station.write_count
     result = await hub_cli("invoke", DEV, "start_pump", "pump=1", "--dry-run", "--broker", mosquitto.url, "--json")
-    await asyncio.sleep(0.3)
-    assert sim.station.write_count == before and sim.station.pump(1).run_cmd is False
+    await later_write_done(hub, sim)
+    assert sim.station.write_count == before + 1 and sim.station.pump(1).run_cmd is False
     assert result.code == 0, result.out + result.err
     assert result.json()["output"]["dry_run"] is True and result.json()["output"]["writes"]
 
 
 async def test_an_expired_command_is_rejected_and_not_executed(
-    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator
+    gateway: GatewayProcess, mosquitto: Mosquitto, sim: PumpStationSimulator, hub: Hub
 ) -> None:
     before = sim.station.write_count
     result = await hub_cli("invoke", DEV, "start_pump", "pump=1", "--expires", "0s", "--broker", mosquitto.url, "--json")
-    await asyncio.sleep(0.3)
-    assert sim.station.write_count == before
+    await later_write_done(hub, sim)
+    assert sim.station.write_count == before + 1 and sim.station.pump(1).run_cmd is False
     assert result.code == 3 and result.json()["error"]["code"] == "expired", result.out
 
 

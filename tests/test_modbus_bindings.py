@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_peers import HOLDING_FREE, SLAVE_POINTS, LibmodbusSlave, ScriptedPeer, build_slave
+from conftest import eventually, free_port
+from modbus_peers import HOLDING_FREE, SLAVE_POINTS, LibmodbusSlave, ScriptedPeer
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.errors import BindingError, DeviceError, TransportError
@@ -37,19 +37,6 @@ from citytwin.drivers.registry import DRIVER_NAMES, binding_models, create_drive
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def slave_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_slave(tmp_path_factory.mktemp("libmodbus-bindings"))
-
-
-@pytest.fixture
-def slave(slave_binary: Path) -> Iterator[LibmodbusSlave]:
-    peer = LibmodbusSlave(slave_binary)
-    peer.start()
-    yield peer
-    peer.stop()
 
 
 def make_driver(port: int, points: Mapping[str, dict[str, Any]], **conn: Any) -> ModbusTcpDriver:
@@ -287,8 +274,7 @@ async def test_broadcast_writes_are_sent_and_not_awaited() -> None:
         )
         async with driver:
             await asyncio.wait_for(driver.write({"hr3": 1, "f": 2.5, "coil": True, "bit": True}), 5)
-            while peer.requests < 4:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: peer.requests >= 4)
             assert (peer.units, peer.functions) == ([0, 0, 0, 0], [6, 16, 5, 22])
             readings = await driver.read()
             assert {r.quality for r in readings} == {Quality.BAD}
@@ -331,12 +317,6 @@ async def test_rtu_over_tcp_against_the_simulator() -> None:
                 await tcp.read()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def serial_server(tmp_path: Path, slave_binary: Path) -> Iterator[int]:
     """libmodbus's RTU slave (unit 5) on a pty, behind socat as a serial device server."""
@@ -360,7 +340,7 @@ def serial_server(tmp_path: Path, slave_binary: Path) -> Iterator[int]:
         )  # fmt: skip
         procs.append(slave)
         assert slave.stdout is not None and slave.stdout.readline().startswith("ready")
-        port = _free_port()
+        port = free_port()
         # no probe connection: its socat child would hold the pty for a while and read
         # answers meant for the next one; -d -d makes socat say when it listens
         server = subprocess.Popen(

@@ -8,21 +8,20 @@ up mid-request) come from ``ScriptedPeer``, a small asyncio Modbus TCP server be
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import eventually, free_port
 from modbus_peers import (
     HOLDING_PATTERN,
     SLAVE_POINTS,
     LibmodbusSlave,
     ScriptedPeer,
-    build_slave,
 )
 
 from citytwin.drivers.base import Quality, Reading
@@ -38,26 +37,6 @@ from citytwin.drivers.modbus.tcp import ModbusTcpDriver
 from citytwin.drivers.registry import DRIVER_NAMES, binding_models, create_driver
 
 # -- peers ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def slave_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_slave(tmp_path_factory.mktemp("libmodbus"))
-
-
-@pytest.fixture
-def slave(slave_binary: Path) -> Iterator[LibmodbusSlave]:
-    peer = LibmodbusSlave(slave_binary)
-    peer.start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-async def refused_port() -> int:
-    with socket.socket() as sock:  # bound but not listening: connects are refused
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -322,7 +301,8 @@ async def test_slave_restart_then_reconnect(slave_binary: Path) -> None:
         peer.stop()
 
 
-async def test_connect_refused_raises_connect_error(refused_port: int) -> None:
+async def test_connect_refused_raises_connect_error() -> None:
+    refused_port = free_port()  # nothing listens: connects are refused
     driver = make_driver(refused_port, holding([0]))
     for _ in range(2):  # and again: connect() is safe to repeat after a failure
         with pytest.raises(ConnectError, match=f"127.0.0.1:{refused_port}: Connection refused"):
@@ -431,9 +411,8 @@ async def test_peer_hanging_up_while_idle_is_noticed_and_not_redialled() -> None
         driver = make_driver(peer.port, holding([0]))
         await driver.connect()
         assert values(await driver.read()) == {"hr0": 0}
-        await asyncio.sleep(0.3)
+        await eventually(lambda: not driver.health.connected)
         assert peer.connections == 1  # pymodbus's own reconnect stays off: backoff is ours
-        assert not driver.health.connected
         assert driver.health.last_error == (
             f"connection to 127.0.0.1:{peer.port} lost: the peer closed the connection"
         )
@@ -450,8 +429,7 @@ async def test_close_during_a_request_ends_it() -> None:
         driver = make_driver(peer.port, holding([0]), timeout=30)
         await driver.connect()
         task = asyncio.create_task(driver.read())
-        while peer.requests == 0:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: peer.requests > 0)
         await driver.close()
         with pytest.raises(ConnectionClosed, match="the driver closed the connection"):
             await task

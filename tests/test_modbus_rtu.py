@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modbus_peers import SLAVE_POINTS, build_slave
+from modbus_peers import SLAVE_POINTS
 
 from citytwin.drivers.base import Quality
 from citytwin.drivers.errors import ConnectError, RequestTimeout
@@ -132,11 +132,6 @@ async def test_missing_port() -> None:
 
 
 # -- libmodbus ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def slave_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_slave(tmp_path_factory.mktemp("libmodbus-rtu"))
 
 
 @pytest.fixture

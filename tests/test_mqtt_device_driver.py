@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
-from conftest import Mosquitto
+from conftest import Mosquitto, Sink
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.drivers.errors import (
@@ -41,29 +41,6 @@ async def mosquitto_pub(broker: Mosquitto, topic: str, payload: bytes | str, *ex
     )
     await proc.communicate(data)
     assert proc.returncode == 0
-
-
-class Sink:
-    """Collects pushed readings; ``wait`` until one matches."""
-
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, readings: Sequence[Reading]) -> None:
-        self.readings.extend(readings)
-        self._changed.set()
-
-    async def wait(self, point: str, predicate: Any = lambda r: True, timeout: float = 10) -> Reading:
-        async def find() -> Reading:
-            while True:
-                for reading in self.readings:
-                    if reading.point == point and predicate(reading):
-                        return reading
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(find(), timeout)
 
 
 def make_driver(

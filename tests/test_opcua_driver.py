@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from opcua_peers import SilentPeer, eventually
+from conftest import Sink, eventually, free_port
+from opcua_peers import SilentPeer
 
-from citytwin.drivers.base import Quality, Reading
+from citytwin.drivers.base import Quality
 from citytwin.drivers.errors import BindingError, ConnectError, ConnectionClosed, DeviceError
 from citytwin.drivers.opcua.binding import OpcUaCall, OpcUaConnection, OpcUaPoint
 from citytwin.drivers.opcua.driver import OpcUaDriver
@@ -27,19 +27,6 @@ async def sim() -> AsyncIterator[IntersectionSimulator]:
     simulator = IntersectionSimulator(port=free_port(), tick=0.05, speed=20.0, seed=2)
     async with simulator:
         yield simulator
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.calls = 0
-
-    def __call__(self, batch: Any) -> None:
-        self.calls += 1
-        self.readings.extend(batch)
-
-    def of(self, point: str) -> list[Reading]:
-        return [r for r in self.readings if r.point == point]
 
 
 def driver(url: str, tmp: Path, points: dict[str, Any], **conn: Any) -> tuple[OpcUaDriver, Sink]:
@@ -94,8 +81,9 @@ async def test_without_subscriptions_every_point_is_polled(sim: IntersectionSimu
     async with d:
         readings = await d.read()
         assert {r.point for r in readings} == set(POINTS)
-        await asyncio.sleep(0.3)
-        assert sink.readings == []
+        assert (d.health.extra["subscribed"], d.health.extra["polled"]) == (0, len(POINTS))
+        await d.read()  # a second round trip on the session: no publish response came with it
+        assert sink.readings == [] and d.health.extra["notifications"] == 0
 
 
 async def test_everything_subscribed_reads_nothing_but_still_notices_a_dead_server(
@@ -202,10 +190,8 @@ async def test_a_silent_subscription_is_rebuilt_by_the_watchdog(sim: Intersectio
     async with d:
         await eventually(lambda: sink.of("count_north"))
         assert await sim.stall_subscriptions() == 1  # the session still answers; publishing stops
-        sink.readings.clear()
-        await asyncio.sleep(0.1)
-        sink.readings.clear()
         await eventually(lambda: d.health.extra["subscription_rebuilds"] >= 1, timeout=5)
+        sink.readings.clear()  # what comes now comes from the rebuilt subscription
         await eventually(lambda: len(sink.of("count_north")) >= 2)  # fresh initial values, then changes
         assert d.health.connected
 

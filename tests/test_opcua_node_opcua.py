@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from opcua_peers import NODE_NS, NodeOpcua, ensure_node_opcua, eventually
-from test_opcua_driver import Sink
+from conftest import Sink, eventually, free_port
+from opcua_peers import NODE_NS, NodeOpcua, ensure_node_opcua
 
 from citytwin.drivers.base import Quality
 from citytwin.drivers.errors import ConnectError, DeviceError

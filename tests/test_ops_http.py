@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,19 @@ DEV = "pump-station-1"
 pytestmark = pytest.mark.slow
 
 
-def ops_config(path: Path, hub_url: str, sim_port: int, silent_after: float = 1.0) -> tuple[Path, int]:
-    write_config(path, hub_url, sim_port)
+@pytest.fixture
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def gateway_config(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator, http_port: int) -> Path:
+    """The gateway fixture's config with the operations endpoint on ``http_port``."""
+    path = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     doc = yaml.safe_load(path.read_text())
-    port = free_port()
-    doc["http"] = {"host": "127.0.0.1", "port": port, "silent_after": silent_after}
+    doc["http"] = {"host": "127.0.0.1", "port": http_port, "silent_after": 1.0}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path, port
+    return path
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -101,27 +107,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpStationSimulator]:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, mosquitto: Mosquitto, sim: PumpStationSimulator) -> Any:
-    config, port = ops_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
-    proc = GatewayProcess(config)
-    proc.start()
-    proc.http_port = port  # type: ignore[attr-defined]
-    yield proc
-    if proc.proc is not None:
-        assert proc.stop() == 0, proc.output()
-
-
-async def test_metrics_move_with_the_device(gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator) -> None:
-    port: int = gateway.http_port  # type: ignore[attr-defined]
+async def test_metrics_move_with_the_device(
+    gateway: GatewayProcess, hub: Hub, sim: PumpStationSimulator, http_port: int
+) -> None:
+    port = http_port
     first = await until(port, lambda t: value(t, "citytwin_device_online", device=DEV) == 1
                         and (value(t, "citytwin_device_points_read_total", device=DEV) or 0) >= 17)
     assert value(first, "citytwin_hub_connected") == 1
@@ -189,8 +178,8 @@ def value_version(text: str) -> str:
     raise AssertionError("no citytwin_gateway_info")
 
 
-async def test_health_fails_when_the_broker_stops(gateway: GatewayProcess, mosquitto: Mosquitto) -> None:
-    port: int = gateway.http_port  # type: ignore[attr-defined]
+async def test_health_fails_when_the_broker_stops(gateway: GatewayProcess, mosquitto: Mosquitto, http_port: int) -> None:
+    port = http_port
     assert (await health_until(port, 200))["healthy"] is True
     mosquitto.stop()
     report = await health_until(port, 503)
@@ -202,8 +191,8 @@ async def test_health_fails_when_the_broker_stops(gateway: GatewayProcess, mosqu
     await health_until(port, 200, timeout=20)
 
 
-async def test_endpoint_basics(gateway: GatewayProcess) -> None:
-    port: int = gateway.http_port  # type: ignore[attr-defined]
+async def test_endpoint_basics(gateway: GatewayProcess, http_port: int) -> None:
+    port = http_port
     await health_until(port, 200)
     code, _ = await fetch(f"http://127.0.0.1:{port}/nope")
     assert code == 404

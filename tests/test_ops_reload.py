@@ -9,29 +9,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from conftest import GatewayProcess, Hub, Mosquitto, free_port, write_config
-from test_ops_http import fetch, samples
+from conftest import Gateways, Hub, Mosquitto, eventually, free_port, write_config
+from test_ops_http import cli, fetch, samples
 
 from citytwin.simulators.pump_station.server import PumpStationSimulator
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpStationSimulator]:
-    simulator = PumpStationSimulator(port=free_port(), seed=5, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def device(template: dict[str, Any], device_id: str, **changes: Any) -> dict[str, Any]:
@@ -61,17 +50,12 @@ async def wait_status(port: int, check: Any, timeout: float = 15.0) -> dict[str,
     raise AssertionError(f"status never satisfied the check: {doc}")
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "citytwin.gateway.cli", *args],
-                          capture_output=True, text=True, timeout=60)
-
-
 def all_online(*ids: str) -> Any:
     return lambda s: set(s["devices"]) == set(ids) and all(s["devices"][d]["online"] for d in ids)
 
 
 async def test_sighup_adds_removes_and_restarts_devices(
-    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: PumpStationSimulator
+    tmp_path: Path, mosquitto: Mosquitto, hub: Hub, sim: PumpStationSimulator, gateways: Gateways
 ) -> None:
     path = write_config(tmp_path / "gw.yaml", mosquitto.url, sim.port)
     doc = yaml.safe_load(path.read_text())
@@ -80,66 +64,59 @@ async def test_sighup_adds_removes_and_restarts_devices(
     base = doc["devices"][0]
     doc["devices"] = [device(base, "keep"), device(base, "change"), device(base, "drop")]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    gateway = GatewayProcess(path)
-    gateway.start()
-    try:
-        before = await wait_status(port, all_online("keep", "change", "drop"))
-        await hub.wait_for("drop/twin", lambda t: "level" in t["reported"])
+    gateway = gateways(path)
+    before = await wait_status(port, all_online("keep", "change", "drop"))
+    await hub.wait_for("drop/twin", lambda t: "level" in t["reported"])
 
-        # a broken file first: refused with file:line, nothing changes
-        good_text = path.read_text()
-        broken = good_text.replace("unit: 1", "unit: 999", 1)
-        path.write_text(broken)
-        line = next(i for i, text in enumerate(broken.splitlines(), 1) if "unit: 999" in text)
-        gateway.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        deadline = asyncio.get_running_loop().time() + 10
-        while "reload refused" not in gateway.output():
-            assert asyncio.get_running_loop().time() < deadline, gateway.output()
-            await asyncio.sleep(0.1)
-        assert f"reload refused: {path}:{line}: devices[0].connection.unit: must be 0..255" in gateway.output()
-        result = cli("reload", "-c", str(path))
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert f"{path}:{line}: devices[0].connection.unit: must be 0..255" in result.stderr
-        assert "left as they were" in result.stderr
-        after_broken = await status(port)
-        assert set(after_broken["devices"]) == {"keep", "change", "drop"}
-        assert all(after_broken["devices"][d]["online"] for d in after_broken["devices"])
+    # a broken file first: refused with file:line, nothing changes
+    good_text = path.read_text()
+    broken = good_text.replace("unit: 1", "unit: 999", 1)
+    path.write_text(broken)
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "unit: 999" in text)
+    gateway.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    await eventually(lambda: "reload refused" in gateway.output())
+    assert f"reload refused: {path}:{line}: devices[0].connection.unit: must be 0..255" in gateway.output()
+    result = cli("reload", "-c", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{path}:{line}: devices[0].connection.unit: must be 0..255" in result.stderr
+    assert "left as they were" in result.stderr
+    after_broken = await status(port)
+    assert set(after_broken["devices"]) == {"keep", "change", "drop"}
+    assert all(after_broken["devices"][d]["online"] for d in after_broken["devices"])
 
-        # now a good file: change one device, drop one, add one; "keep" is untouched
-        doc["devices"] = [device(base, "keep"), device(base, "change", poll_period=0.25), device(base, "added")]
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        keep_polls = (await status(port))["devices"]["keep"]["polls"]
-        gateway.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        after = await wait_status(port, all_online("keep", "change", "added"))
-        assert after["devices"]["change"]["poll_period"] == 0.25
-        # an unchanged device was not restarted: its poll count carried on
-        assert after["devices"]["keep"]["polls"] >= keep_polls >= before["devices"]["keep"]["polls"]
-        # the removed device is offline on the hub and its twin is still there, offline
-        gone = await hub.wait_for("drop/status", lambda s: s["state"] == "offline")
-        assert gone["reason"] == "removed from the config"
-        twin = await hub.wait_for("drop/twin", lambda t: t["state"] == "offline")
-        assert "level" in twin["reported"]
-        # the changed device restarted alone (its retained status is coalesced to the latest)
-        log = gateway.output()
-        assert log.count("change: online") == 2 and log.count("keep: online") == 1, log
-        await hub.wait_for("added/status", lambda s: s["state"] == "online")
-        # a command to the removed device is rejected; the added one takes commands
-        reply = await hub.invoke("drop", "start_pump", {"id": "x-1", "input": {"pump": 1}})
-        assert reply["status"] == "rejected" and reply["error"]["code"] == "unknown_device", reply
-        reply = await hub.invoke("added", "start_pump", {"id": "x-2", "input": {"pump": 2}})
-        assert reply["status"] == "succeeded", reply
-        # the removed device's series left /metrics; the others are there
-        code, body = await fetch(f"http://127.0.0.1:{port}/metrics")
-        assert code == 200
-        devices = {dict(lab).get("device") for name, lab in samples(body.decode())
-                   if name == "citytwin_device_online"}
-        assert devices == {"keep", "change", "added"}
-        log = gateway.output()
-        assert "config reloaded" in log and "'added'" in log and "'drop'" in log and "'change'" in log
+    # now a good file: change one device, drop one, add one; "keep" is untouched
+    doc["devices"] = [device(base, "keep"), device(base, "change", poll_period=0.25), device(base, "added")]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    keep_polls = (await status(port))["devices"]["keep"]["polls"]
+    gateway.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    after = await wait_status(port, all_online("keep", "change", "added"))
+    assert after["devices"]["change"]["poll_period"] == 0.25
+    # an unchanged device was not restarted: its poll count carried on
+    assert after["devices"]["keep"]["polls"] >= keep_polls >= before["devices"]["keep"]["polls"]
+    # the removed device is offline on the hub and its twin is still there, offline
+    gone = await hub.wait_for("drop/status", lambda s: s["state"] == "offline")
+    assert gone["reason"] == "removed from the config"
+    twin = await hub.wait_for("drop/twin", lambda t: t["state"] == "offline")
+    assert "level" in twin["reported"]
+    # the changed device restarted alone (its retained status is coalesced to the latest)
+    log = gateway.output()
+    assert log.count("change: online") == 2 and log.count("keep: online") == 1, log
+    await hub.wait_for("added/status", lambda s: s["state"] == "online")
+    # a command to the removed device is rejected; the added one takes commands
+    reply = await hub.invoke("drop", "start_pump", {"id": "x-1", "input": {"pump": 1}})
+    assert reply["status"] == "rejected" and reply["error"]["code"] == "unknown_device", reply
+    reply = await hub.invoke("added", "start_pump", {"id": "x-2", "input": {"pump": 2}})
+    assert reply["status"] == "succeeded", reply
+    # the removed device's series left /metrics; the others are there
+    code, body = await fetch(f"http://127.0.0.1:{port}/metrics")
+    assert code == 200
+    devices = {dict(lab).get("device") for name, lab in samples(body.decode())
+               if name == "citytwin_device_online"}
+    assert devices == {"keep", "change", "added"}
+    log = gateway.output()
+    assert "config reloaded" in log and "'added'" in log and "'drop'" in log and "'change'" in log
 
-        # citytwin reload with nothing changed
-        result = cli("reload", "-c", str(path))
-        assert result.returncode == 0, result.stderr
-        assert "no device changed" in result.stdout
-    finally:
-        assert gateway.stop() == 0, gateway.output()
+    # citytwin reload with nothing changed
+    result = cli("reload", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "no device changed" in result.stdout

@@ -8,21 +8,35 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from citytwin.gateway.outbox import Limits, Outbox, Row
 
 
-async def drain(box: Outbox, limit: int = 1000) -> list[Row]:
+async def drain(box: Outbox, count: int, limit: int = 1000) -> list[Row]:
+    """Take and acknowledge ``count`` rows, then wait until the outbox is idle: a row missing
+    times out, a row too many keeps it from ever being idle (no quiet period is guessed)."""
     rows: list[Row] = []
-    while True:
-        try:
-            batch = await asyncio.wait_for(box.take(limit), 0.2)
-        except TimeoutError:
-            return rows
+    while len(rows) < count:
+        batch = await asyncio.wait_for(box.take(limit), 10)
         rows.extend(batch)
         box.ack(batch)
+    await eventually(lambda: box.idle, timeout=10, step=0.005)
+    return rows
+
+
+async def owed_take(box: Outbox, limit: int, timeout: float = 10) -> list[Row]:
+    """``take`` when rows are owed: something must come within ``timeout``. Asked again every
+    0.2 s because of the lost wake-up below (test_a_row_stored_while_take_reads_the_backlog_...)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await asyncio.wait_for(box.take(limit), 0.2)
+        except TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
 
 
 def body(row: Row) -> dict:
@@ -41,11 +55,11 @@ async def test_seq_is_contiguous_per_device_and_survives_reopen(tmp_path: Path) 
     await box.open()
     assert box.depth == 10
     await box.session_started()
-    rows = await drain(box)
+    rows = await drain(box, 10)
     assert [(r.device, r.seq) for r in rows] == [(d, s) for s in range(1, 6) for d in "ab"]
     assert all(body(r)["replay"] is True for r in rows)
     box.append("a", "t/a", {"n": 5})
-    (live,) = await drain(box)
+    (live,) = await drain(box, 1)
     assert live.seq == 6 and "replay" not in body(live)
     await box.close()
     box = Outbox(tmp_path / "o.db", Limits())
@@ -64,7 +78,7 @@ async def test_unacknowledged_rows_come_back_in_the_next_session(tmp_path: Path)
     assert [r.seq for r in first] == [1, 2, 3]
     box.session_ended()  # the link dropped before any PUBACK
     await box.session_started()
-    again = await drain(box)
+    again = await drain(box, 3)
     assert [r.seq for r in again] == [1, 2, 3]
     await box.close()
 
@@ -83,7 +97,7 @@ async def test_bound_drops_oldest_and_counts_exactly(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", Limits(max_messages=100, replay_rate=1e6))
     await box.open()
     await box.session_started()
-    rows = await drain(box)
+    rows = await drain(box, 100)
     assert len(rows) == 100
     # the newest survive, in order; the lost ones are exactly the first seqs
     kept = {d: [r.seq for r in rows if r.device == d] for d in "ab"}
@@ -105,7 +119,7 @@ async def test_replay_rate_limits_the_backlog_but_not_live_data(tmp_path: Path) 
     assert first[0].seq == 41 and not first[0].replay  # live goes first, at once
     loop = asyncio.get_running_loop()
     start = loop.time()
-    rows = first[1:] + await drain(box, 100)
+    rows = first[1:] + await drain(box, 40 - len(first[1:]), limit=100)
     assert [r.seq for r in rows] == list(range(1, 41))
     assert all(r.replay for r in rows)
     assert loop.time() - start >= 0.5  # 40 messages at 50/s cannot all go at once
@@ -122,7 +136,7 @@ async def test_a_full_disk_keeps_data_in_memory_and_loses_nothing_once_it_recove
     box._db.execute(f"PRAGMA max_page_count = {pages}")
     for i in range(200):
         box.append("a", "t", {"pad": "x" * 500, "n": i})
-    rows = await drain(box)
+    rows = await drain(box, 200)
     assert [r.seq for r in rows] == list(range(1, 201))  # still published while connected
     assert box.stats.disk_errors >= 1
     with pytest.raises(sqlite3.OperationalError):
@@ -155,10 +169,9 @@ def test_outbox_behaves_like_its_model(tmp_path_factory: pytest.TempPathFactory,
                 model.setdefault(arg, []).append(last[arg])
                 box.append(arg, f"t/{arg}", {})
             elif op == "publish":
-                try:
-                    batch = await asyncio.wait_for(box.take(arg), 0.2)
-                except TimeoutError:
-                    continue
+                if not any(model.values()):
+                    continue  # nothing owed: take() would (rightly) wait for the next append
+                batch = await owed_take(box, arg)
                 box.ack(batch)
                 for row in batch:
                     delivered.append((row.device, row.seq))
@@ -172,11 +185,13 @@ def test_outbox_behaves_like_its_model(tmp_path_factory: pytest.TempPathFactory,
                 box = Outbox(path, Limits(replay_rate=1e9))
                 await box.open()
                 await box.session_started()
-        rest = await drain(box)
-        for row in rest:
-            if row.seq in model.get(row.device, []):
-                model[row.device].remove(row.seq)
-            delivered.append((row.device, row.seq))
+        while any(model.values()):  # everything owed arrives (duplicates may follow: at least once)
+            batch = await owed_take(box, 1000)
+            box.ack(batch)
+            for row in batch:
+                if row.seq in model.get(row.device, []):
+                    model[row.device].remove(row.seq)
+                delivered.append((row.device, row.seq))
         assert all(not seqs for seqs in model.values()), model
         for device in last:
             assert box.last_seq(device) == last[device]
@@ -185,3 +200,22 @@ def test_outbox_behaves_like_its_model(tmp_path_factory: pytest.TempPathFactory,
         await box.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lost wake-up in Outbox.take (gateway/outbox.py): it clears _ready after awaiting the backlog "
+    "read, so a live row the writer stores meanwhile (and signals) waits for the next append"))
+async def test_a_row_stored_while_take_reads_the_backlog_is_handed_out_at_once(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", Limits(replay_rate=1e9))
+    await box.open()
+    await box.session_started()
+    try:
+        for n in range(1, 11):  # a race: ten tries make it all but certain
+            box.append("a", "t", {"n": n})  # stored while take reads the (empty) backlog
+            box.session_ended()
+            await box.session_started()
+            rows = await asyncio.wait_for(box.take(10), 3)
+            assert rows[-1].seq == n
+            box.ack(rows)
+    finally:
+        await box.close()

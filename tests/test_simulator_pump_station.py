@@ -12,9 +12,10 @@ import logging
 import math
 import re
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from conftest import eventually
 from pymodbus.client import AsyncModbusTcpClient
 
 from citytwin.simulators.pump_station.physics import PumpStation
@@ -199,14 +200,6 @@ def from_f32(words: list[int]) -> float:
 
 def from_u32(words: list[int]) -> int:
     return words[0] << 16 | words[1]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def connect(port: int) -> AsyncModbusTcpClient:

@@ -10,14 +10,14 @@ import asyncio
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
 import yaml
-from conftest import GatewayProcess, Mosquitto, free_port, write_config
+from conftest import GatewayProcess, Mosquitto, write_config
 from hubcli_support import Result, hub_cli
 
 from citytwin.gateway.config import ConfigError, parse_config
@@ -86,14 +86,6 @@ def tls_broker(tmp_path: Path, certs: Certs) -> Iterator[TlsMosquitto]:
     broker.start()
     yield broker
     broker.stop()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpStationSimulator]:
-    simulator = PumpStationSimulator(port=free_port(), seed=3, tick=0.05)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def gateway_config(tmp_path: Path, broker: TlsMosquitto, sim: PumpStationSimulator, tls: dict[str, object]) -> Path:
