@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import free_port
-from opcua_peers import eventually
+from conftest import eventually, free_port
 from pydantic import BaseModel
 
 from citytwin.drivers.errors import ConnectError

@@ -7,12 +7,10 @@ In range → the pump start succeeds; the sensor's fault code (655.35 m, outside
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from harness import InProcessGateway
-from modbus_peers import LibmodbusSlave, build_slave
+from modbus_peers import LibmodbusSlave
 from pymodbus.client import AsyncModbusTcpClient
 
 CONFIG = """
@@ -44,19 +42,6 @@ devices:
       start_pump: {writes: [{point: "pump{pump}_run_cmd", value: true}]}
       stop_pump: {writes: [{point: "pump{pump}_run_cmd", value: false}]}
 """
-
-
-@pytest.fixture(scope="module")
-def slave_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_slave(tmp_path_factory.mktemp("libmodbus-trust"))
-
-
-@pytest.fixture
-def slave(slave_binary: Path) -> Iterator[LibmodbusSlave]:
-    peer = LibmodbusSlave(slave_binary)
-    peer.start()
-    yield peer
-    peer.stop()
 
 
 async def test_a_failing_level_sensor_blocks_the_pump_start(tmp_path: Path, slave: LibmodbusSlave) -> None:

@@ -208,13 +208,11 @@ def street_config(ix_url: str, coap_port: int) -> str:
 
 
 async def test_node_wot_uses_the_intersection_over_opcua_and_a_coap_sensor(tmp_path: Path) -> None:
-    from coap_peers import free_udp_port
-
     from citytwin.simulators.city_sensors.server import CitySensorsSimulator
     from citytwin.simulators.intersection.server import IntersectionSimulator
 
     ix_sim = IntersectionSimulator(port=free_port(), tick=0.05, speed=10.0, seed=5)
-    aq_sim = CitySensorsSimulator(port=free_udp_port(), tick=0.05, seed=4, interval=0.2)
+    aq_sim = CitySensorsSimulator(port=free_port(udp=True), tick=0.05, seed=4, interval=0.2)
     await ix_sim.start()
     await aq_sim.start()
     try:
