@@ -87,7 +87,12 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def read(self, points: Sequence[str] | None = None) -> list[Reading]:
-        """Read the named points (all bound points when None) in as few requests as possible.
+        """Read the named points (all polled points when None) in as few requests as possible.
+
+        A driver may leave out of ``read(None)`` the points it receives by subscription (OPC UA
+        monitored items, CoAP observe): their values arrive through the push sink, and a read
+        that succeeds vouches that those subscriptions are alive (the gateway counts them as
+        confirmed then, for the age interlocks check).
 
         Raises ``TransportError`` when the device cannot be reached at all. A request the
         device answers with an error, or an answer that cannot be decoded, yields readings
