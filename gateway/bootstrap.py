@@ -9,20 +9,18 @@ from citytwin.gateway.config import (
     ConfigError,
     ConfigIssue,
     GatewayConfig,
-    format_path,
+    issue_at,
     parse_config,
 )
 from citytwin.gateway.devicespec import DeviceSpec, compile_config
+from citytwin.gateway.templates_config import dedupe_issues
 
 
 def prepare(text: str, source: str, base_dir: Path) -> tuple[GatewayConfig, dict[str, DeviceSpec]]:
-    config, doc = parse_config(text, source)
+    config, doc = parse_config(text, source, base_dir)
     specs, problems = compile_config(config, base_dir)
     if problems:
-        raise ConfigError(
-            [ConfigIssue(source=source, line=doc.line_of(loc), path=format_path(loc), message=msg)
-             for loc, msg in problems]
-        )
+        raise ConfigError(dedupe_issues([issue_at(doc, loc, msg) for loc, msg in problems]))
     return config, specs
 
 

@@ -45,6 +45,18 @@ class GatewaySection(Strict):
     # the retained twin document of a changing device is republished at most this often; with
     # many devices and fast polls twins dominate the uplink (docs/performance.md), so raise it
     twin_publish_interval: PositiveSeconds = 1.0
+    # the city's coding scheme for asset identifiers: every device ``uid`` must match it whole
+    uid_pattern: str | None = None
+
+    @field_validator("uid_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class OutboxSection(Strict):
@@ -221,6 +233,39 @@ class Interlock(Strict):
         return self
 
 
+class Location(Strict):
+    """Where a device is: a point on the earth, and where in its building or site."""
+
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    altitude: float | None = None  # metres
+    # WGS 84 (GPS) or CGCS2000 (China's national geodetic system; within centimetres of WGS 84)
+    crs: Literal["WGS84", "CGCS2000"] = "WGS84"
+    address: str | None = None
+    floor: str | None = None  # floor or level, as the site names it ("B2", "3", "platform")
+
+    @field_validator("crs", mode="before")
+    @classmethod
+    def _crs_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"WGS 84": "WGS84", "WGS-84": "WGS84", "EPSG:4326": "WGS84", "EPSG:4490": "CGCS2000"}.get(
+                value.strip().upper(), value.strip().upper())
+        return value
+
+    @field_validator("floor", mode="before")
+    @classmethod
+    def _floor_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _tag_values(value: Any) -> Any:
+    """Tags are text; numbers and booleans written unquoted in YAML are taken as their text."""
+    if isinstance(value, dict):
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, (int, float, bool)) else v
+                for k, v in value.items()}
+    return value
+
+
 class DeviceConfig(Strict):
     """Fields every device has; each driver narrows connection, points, outputs and services."""
 
@@ -246,6 +291,17 @@ class DeviceConfig(Strict):
     services: dict[str, ServiceBinding] = {}
     interlocks: list[Interlock] = []
     groups: list[str] = []  # device groups named in access grants
+    # identity and place (published retained on {p}/{gw}/{dev}/meta): the city's identifier of
+    # the asset (checked against gateway.uid_pattern), its location and free key/value tags
+    uid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    location: Location | None = None
+    tags: dict[str, str] = {}
+    template: str | None = None  # the template this device was made from (set by the expansion)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_text(cls, value: Any) -> Any:
+        return _tag_values(value)
 
 
 @cache
@@ -352,6 +408,16 @@ class GatewayConfig(Strict):
     commands: CommandsSection = CommandsSection()
     http: HttpSection = HttpSection()
     devices: list[_ANY_DEVICE] = []
+    # named device bindings that devices instantiate with ``template: NAME`` (docs/operations.md,
+    # "A fleet"); expanded into ``devices`` before validation by gateway/templates_config.py
+    templates: dict[str, dict[str, Any]] = {}
+    # inventory files (CSV or YAML, relative to this file): one device per row, appended to devices
+    inventory: list[str] = []
+
+    @field_validator("inventory", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("devices")
     @classmethod
@@ -416,27 +482,41 @@ def issues_from_validation(exc: ValidationError, doc: Located) -> list[ConfigIss
     issues = []
     for error in exc.errors():
         loc = _strip_tags(tuple(error["loc"]))
-        issues.append(
-            ConfigIssue(
-                source=doc.source,
-                line=doc.line_of(loc),
-                path=format_path(loc),
-                message=_message(error),
-            )
-        )
+        issues.append(issue_at(doc, loc, _message(error)))
     return issues
 
 
-def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
-    """Parse and validate; raises ConfigError with every issue found."""
+def issue_at(doc: Located, loc: tuple[Hashable, ...], message: str) -> ConfigIssue:
+    """An issue at ``loc`` of the validated document, placed where the value was written (a
+    device made from a template or an inventory row is placed in the template, row or cell)."""
+    source, line, label = doc.where(loc)
+    return ConfigIssue(source=source, line=line, path=label if label is not None else format_path(loc),
+                       message=message)
+
+
+def parse_config(text: str, source: str, base_dir: Path | None = None) -> tuple[GatewayConfig, Located]:
+    """Parse and validate; raises ConfigError with every issue found.
+
+    Templates and inventory files (relative to ``base_dir``, default the file's folder) are
+    expanded into ``devices`` first; the returned document places every path of the expanded
+    config where it was written.
+    """
+    from citytwin.gateway.templates_config import dedupe_issues, expand_fleet  # it builds on this module
+
     try:
         doc = load_yaml(text, source)
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigIssue(source=source, line=exc.line, path="", message=exc.message)]) from None
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(source=source, line=1, path="", message="must be a mapping")])
+    fleet = expand_fleet(doc, Path(source).parent if base_dir is None else base_dir)
+    issues = list(fleet.issues)
     try:
-        config = GatewayConfig.model_validate(doc.data)
+        config = GatewayConfig.model_validate(fleet.data)
     except ValidationError as exc:
-        raise ConfigError(issues_from_validation(exc, doc)) from None
-    return config, doc
+        issues.extend(issues_from_validation(exc, fleet))
+    else:
+        issues.extend(fleet.finish(config))
+    if issues:
+        raise ConfigError(dedupe_issues(issues))
+    return config, fleet

@@ -128,6 +128,14 @@ class CompileCache:
 
     models: dict[str, ThingModel] = field(default_factory=dict)
     bindings: dict[tuple[type[BaseModel], str], BaseModel] = field(default_factory=dict)
+    # the devices of one template share one validated point map (gateway/templates_config.py):
+    # it is compiled once, and they share the compiled map too. Keyed by identity (the key
+    # objects are kept alive in the value, so an id is never reused while cached).
+    point_maps: dict[tuple[int, int], tuple[object, dict[str, PropertyPoint], list[tuple[Loc, str]]]] = field(
+        default_factory=dict)
+    # one compiled point per validated point object, property and model, for devices that
+    # override some of a template's points and share the rest
+    compiled: dict[tuple[int, str, int], tuple[BaseModel, PropertyPoint]] = field(default_factory=dict)
 
     def model(self, ref: str, base_dir: Path) -> ThingModel:
         key = ref if ref in library_names() else str((base_dir / ref).resolve())
@@ -162,27 +170,14 @@ def compile_device(
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return None, [(loc + ("model",), str(exc))]
 
-    points: dict[str, PropertyPoint] = {}
-    for name, point in config.points.items():
-        point = config.points[name] = cache.shared(point)
-        prop = model.properties.get(name)
-        if prop is None:
-            issues.append((loc + ("points", name), f"model {model.product_key} has no property {name!r}"))
-            continue
-        kind = prop.data_type.type
-        # the driver gets its own binding type, without the gateway's transform fields
-        binding = cache.binding(traits.point, point.model_dump(include=set(traits.point.model_fields)))
-        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
-            what = "a string point" if traits.text(binding) else "a driver point"
-            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to {what}"))
-            continue
-        significant = 7 if traits.float32(binding) else None
-        digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
-        points[name] = PropertyPoint(
-            name, kind, point.scale, point.offset, point.deadband, prop.check, binding,
-            traits.writable(binding), traits.integer_raw(binding),
-            digits if digits else None, significant,
-        )
+    shared = cache.point_maps.get((id(config.points), id(model)))
+    if shared is not None and shared[0] is config.points:
+        points, found = shared[1], shared[2]
+    else:
+        found = []
+        points = _compile_points(config, model, traits, cache, found)
+        cache.point_maps[(id(config.points), id(model))] = (config.points, points, found)
+    issues.extend((loc + rel, message) for rel, message in found)
     for name, output_point in config.outputs.items():
         if name in config.points:
             issues.append((loc + ("outputs", name), f"{name!r} is already a property point"))
@@ -248,6 +243,40 @@ def compile_device(
         return None, issues
     spec = DeviceSpec(config, model, points, dict(config.outputs), events, dict(config.services), interlocks)
     return spec, []
+
+
+def _compile_points(
+    config: DeviceConfig, model: ThingModel, traits: BindingModels, cache: CompileCache,
+    issues: list[tuple[Loc, str]],
+) -> dict[str, PropertyPoint]:
+    """Each bound property's compiled point; issues at paths relative to the device."""
+    points: dict[str, PropertyPoint] = {}
+    for name, point in config.points.items():
+        known = cache.compiled.get((id(point), name, id(model)))
+        if known is not None and known[0] is point:
+            points[name] = known[1]
+            continue
+        point = config.points[name] = cache.shared(point)
+        prop = model.properties.get(name)
+        if prop is None:
+            issues.append((("points", name), f"model {model.product_key} has no property {name!r}"))
+            continue
+        kind = prop.data_type.type
+        # the driver gets its own binding type, without the gateway's transform fields
+        binding = cache.binding(traits.point, point.model_dump(include=set(traits.point.model_fields)))
+        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
+            what = "a string point" if traits.text(binding) else "a driver point"
+            issues.append((("points", name), f"a {kind} property cannot be bound to {what}"))
+            continue
+        significant = 7 if traits.float32(binding) else None
+        digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
+        points[name] = PropertyPoint(
+            name, kind, point.scale, point.offset, point.deadband, prop.check, binding,
+            traits.writable(binding), traits.integer_raw(binding),
+            digits if digits else None, significant,
+        )
+        cache.compiled[(id(point), name, id(model))] = (point, points[name])
+    return points
 
 
 def _not_bound(name: str, points: Mapping[str, Any]) -> str:

@@ -43,6 +43,11 @@ class Located:
                 return line
         return 1
 
+    def where(self, path: Path) -> tuple[str, int, str | None]:
+        """(file, line, label) of ``path``; label None: the path itself names it. Expanded
+        documents (templates, inventories) place a path in another file or section."""
+        return self.source, self.line_of(path), None
+
 
 def load_yaml(text: str, source: str) -> Located:
     loader = yaml.SafeLoader(text)

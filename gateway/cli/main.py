@@ -104,6 +104,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return _print_config_error(exc)
     points = sum(len(s.points) for s in specs.values())
     print(f"{args.file}: OK: gateway {config.gateway.id}, {len(specs)} device(s), {points} bound properties")
+    from citytwin.gateway.templates_config import template_counts
+
+    counts = template_counts(config.devices)
+    if set(counts) != {""}:
+        for name, count in counts.items():
+            print(f"  {f'template {name}' if name else 'written out in full'}: {count} device(s)")
     return 0
 
 
