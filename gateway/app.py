@@ -27,6 +27,7 @@ from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig
+from citytwin.gateway.devicemeta import meta_document
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
@@ -135,6 +136,8 @@ class Gateway:
         self.access.groups[device_id] = set(spec.config.groups)
         self.runners[device_id] = runner
         self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
+        # what the device is and where (uid, location, tags), retained for the hub's asset view
+        self.hub.send_state(self.hub.topics.meta(device_id), meta_document(spec.config, spec.model.product_key, now_ms()))
         self._twin_dirty.add(device_id)
         self._device_tasks[device_id] = self.tasks.spawn(runner.run(), f"device:{device_id}")
 
@@ -175,6 +178,7 @@ class Gateway:
             changed = [d for d in specs if d in old and specs[d].config != old[d]]
             for device_id in removed:
                 await self._stop_device(device_id, "removed from the config")
+                self.hub.send_state(self.hub.topics.meta(device_id), b"")  # clears the retained meta
                 self.metrics.forget_device(device_id)
             for device_id in changed:
                 await self._stop_device(device_id, "restarting with a changed config")

@@ -35,6 +35,10 @@ class Topics:
         """One property's current value, bare and retained (with ``hub.property_topics``)."""
         return f"{self.base}/{device}/values/{prop}"
 
+    def meta(self, device: str) -> str:
+        """What a device is and where: uid, location, tags, groups, model (retained)."""
+        return f"{self.base}/{device}/meta"
+
     def twin(self, device: str) -> str:
         return f"{self.base}/{device}/twin"
 

@@ -72,7 +72,7 @@ class Seen:
 
     gateway: str
     device: str | None
-    kind: str  # status | report | event | twin | reply
+    kind: str  # status | report | event | twin | meta | reply
     name: str | None
     body: Any
     retained: bool
@@ -112,6 +112,8 @@ def _locate(t: Topics, parts: list[str]) -> tuple[str | None, str, str | None] |
         return dev, "event", parts[3]
     if topic == t.twin(dev):
         return dev, "twin", None
+    if topic == t.meta(dev):
+        return dev, "meta", None
     if topic == t.replies(dev):
         return dev, "reply", None
     return None
