@@ -8,7 +8,7 @@ never as a traceback; all errors are reported at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -400,6 +400,20 @@ class CommandsSection(Strict):
     max_desired_depth: Annotated[int, IntRange(1, 32)] = 6
 
 
+class RemoteConfigSection(Strict):
+    """Configuration sent by the hub on {p}/{gw}/config/desired (docs/operations.md, "Remote
+    configuration"); only operators granted ``admin`` on ``"@gateway"`` may send it."""
+
+    enabled: bool = True
+    # the devices a remote config adds or changes must come online within this, or the
+    # gateway goes back to the config it had before (and says so on config/reported)
+    rollback_after: PositiveSeconds = 60.0
+    max_bytes: Annotated[int, IntRange(1024, 64 * 1024 * 1024)] = 8 * 1024 * 1024
+
+
+LOCKABLE = ("hub", "outbox", "access", "commands", "http", "remote_config", "templates", "devices", "inventory")
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySection
     hub: HubSection = HubSection()
@@ -413,6 +427,10 @@ class GatewayConfig(Strict):
     templates: dict[str, dict[str, Any]] = {}
     # inventory files (CSV or YAML, relative to this file): one device per row, appended to devices
     inventory: list[str] = []
+    remote_config: RemoteConfigSection = RemoteConfigSection()
+    # sections a config from the hub may not change (it keeps this file's); ``gateway`` (the
+    # gateway's identity and data directory) and ``locked`` itself are always locked
+    locked: list[Literal[LOCKABLE]] = []  # type: ignore[valid-type]
 
     @field_validator("inventory", mode="before")
     @classmethod
@@ -494,22 +512,32 @@ def issue_at(doc: Located, loc: tuple[Hashable, ...], message: str) -> ConfigIss
                        message=message)
 
 
-def parse_config(text: str, source: str, base_dir: Path | None = None) -> tuple[GatewayConfig, Located]:
+def parse_config(
+    text: str, source: str, base_dir: Path | None = None, files: Mapping[str, str] | None = None,
+) -> tuple[GatewayConfig, Located]:
     """Parse and validate; raises ConfigError with every issue found.
 
-    Templates and inventory files (relative to ``base_dir``, default the file's folder) are
-    expanded into ``devices`` first; the returned document places every path of the expanded
-    config where it was written.
+    Templates and inventory files (relative to ``base_dir``, default the file's folder; or
+    given in ``files`` by name, for a config that came from the hub) are expanded into
+    ``devices`` first; the returned document places every path of the expanded config where
+    it was written.
     """
-    from citytwin.gateway.templates_config import dedupe_issues, expand_fleet  # it builds on this module
-
     try:
         doc = load_yaml(text, source)
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigIssue(source=source, line=exc.line, path="", message=exc.message)]) from None
+    return parse_document(doc, Path(source).parent if base_dir is None else base_dir, files)
+
+
+def parse_document(
+    doc: Located, base_dir: Path, files: Mapping[str, str] | None = None,
+) -> tuple[GatewayConfig, Located]:
+    """``parse_config`` for a document already loaded (and perhaps merged with another)."""
+    from citytwin.gateway.templates_config import dedupe_issues, expand_fleet  # it builds on this module
+
     if not isinstance(doc.data, dict):
-        raise ConfigError([ConfigIssue(source=source, line=1, path="", message="must be a mapping")])
-    fleet = expand_fleet(doc, Path(source).parent if base_dir is None else base_dir)
+        raise ConfigError([ConfigIssue(source=doc.source, line=1, path="", message="must be a mapping")])
+    fleet = expand_fleet(doc, base_dir, files)
     issues = list(fleet.issues)
     try:
         config = GatewayConfig.model_validate(fleet.data)

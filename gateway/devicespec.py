@@ -253,10 +253,13 @@ def _compile_points(
     points: dict[str, PropertyPoint] = {}
     for name, point in config.points.items():
         known = cache.compiled.get((id(point), name, id(model)))
+        if known is None or known[0] is not point:
+            # an equal point compiled before (devices written out in full repeat their maps)
+            point = config.points[name] = cache.shared(point)
+            known = cache.compiled.get((id(point), name, id(model)))
         if known is not None and known[0] is point:
             points[name] = known[1]
             continue
-        point = config.points[name] = cache.shared(point)
         prop = model.properties.get(name)
         if prop is None:
             issues.append((("points", name), f"model {model.product_key} has no property {name!r}"))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -193,7 +193,7 @@ def _depth(data: Any, rel: Rel) -> int:
     return depth
 
 
-def expand_fleet(doc: Located, base_dir: Path) -> FleetDoc:
+def expand_fleet(doc: Located, base_dir: Path, files: Mapping[str, str] | None = None) -> FleetDoc:
     """Templates and inventories into ``devices``; problems found on the way in ``.issues``."""
     data = doc.data
     fleet = FleetDoc(data, doc)
@@ -214,7 +214,7 @@ def expand_fleet(doc: Located, base_dir: Path) -> FleetDoc:
             fleet.entries.append((entry, None))
         else:
             _add(fleet, expanded, entry)
-    for entry in _inventory_entries(data.get("inventory"), doc, base_dir, fleet.issues):
+    for entry in _inventory_entries(data.get("inventory"), doc, base_dir, fleet.issues, files or {}):
         _add(fleet, expanded, entry)
     _drop_repeated_ids(fleet, expanded)
     fleet.data = dict(data, devices=expanded)
@@ -258,7 +258,9 @@ def _templates(raw: Any, fleet: FleetDoc) -> dict[str, Template]:
     return templates
 
 
-def _inventory_entries(raw: Any, doc: Located, base_dir: Path, issues: list[ConfigIssue]) -> list[DeviceEntry]:
+def _inventory_entries(
+    raw: Any, doc: Located, base_dir: Path, issues: list[ConfigIssue], files: Mapping[str, str],
+) -> list[DeviceEntry]:
     names = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     entries: list[DeviceEntry] = []
     for index, name in enumerate(names):
@@ -273,12 +275,12 @@ def _inventory_entries(raw: Any, doc: Located, base_dir: Path, issues: list[Conf
                                       message=f"{name!r}: an inventory is a .csv, .yaml, .yml or .json file"))
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            text = files[name] if name in files else path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(ConfigIssue(source=doc.source, line=doc.line_of(at), path=format_path(at),
                                       message=f"cannot read inventory {name!r}: {exc}"))
             continue
-        found, problems = reader(text, str(path))
+        found, problems = reader(text, name if name in files else str(path))
         entries.extend(found)
         issues.extend(problems)
     return entries

@@ -499,3 +499,6 @@ def add_hub_commands(subparsers: Any) -> None:
         parser.add_argument("device", nargs="?", metavar="DEVICE")
         parser.add_argument("--duration", type=duration, metavar="DURATION", help="stop after this long")
         parser.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    from citytwin.gateway.cli.hubconfig import add_config_commands  # it builds on this module
+
+    add_config_commands(sub, common)

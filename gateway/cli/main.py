@@ -69,16 +69,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from citytwin.gateway.app import Gateway
     from citytwin.gateway.bootstrap import prepare_file
 
+    from citytwin.gateway.remoteconfig import restore
+
     try:
         config, specs = prepare_file(args.config)
     except ConfigError as exc:
         return _print_config_error(exc)
+    # the last good config the hub sent, if any, runs instead (its locked sections from the file)
+    config, specs, active = restore(Path(args.config), config, specs)
 
     async def main() -> int:
         stop = _stop_on_signals()
         hup = asyncio.Event()  # SIGHUP reloads the config (installed early: its default would kill us)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
-        async with Gateway(config, specs, Path(args.config)) as gateway:
+        gw = Gateway(config, specs, Path(args.config))
+        gw.remote.active = active
+        async with gw as gateway:
 
             async def reload_on_hup() -> None:
                 while True:
