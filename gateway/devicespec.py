@@ -127,6 +127,7 @@ class CompileCache:
     a large config costs (docs/performance.md)."""
 
     models: dict[str, ThingModel] = field(default_factory=dict)
+    model_keys: dict[tuple[str, Path], str] = field(default_factory=dict)
     bindings: dict[tuple[type[BaseModel], str], BaseModel] = field(default_factory=dict)
     # the devices of one template share one validated point map (gateway/templates_config.py):
     # it is compiled once, and they share the compiled map too. Keyed by identity (the key
@@ -138,7 +139,9 @@ class CompileCache:
     compiled: dict[tuple[int, str, int], tuple[BaseModel, PropertyPoint]] = field(default_factory=dict)
 
     def model(self, ref: str, base_dir: Path) -> ThingModel:
-        key = ref if ref in library_names() else str((base_dir / ref).resolve())
+        key = self.model_keys.get((ref, base_dir))
+        if key is None:  # resolving a path costs system calls: once per reference, not per device
+            key = self.model_keys[(ref, base_dir)] = ref if ref in library_names() else str((base_dir / ref).resolve())
         model = self.models.get(key)
         if model is None:
             model = self.models[key] = resolve_model(ref, base_dir)

@@ -52,6 +52,12 @@ _MISSING: Any = object()
 
 
 @cache
+def _part_adapter(driver: str, part: str) -> TypeAdapter[Any]:
+    """The validator of one whole device part (all points, all rules) for a driver."""
+    return TypeAdapter(device_config_model(driver).model_fields[part].annotation)
+
+
+@cache
 def _item_adapter(driver: str, part: str) -> TypeAdapter[Any]:
     """The validator of one item of a device part (one point, one rule) for a driver."""
     annotation = device_config_model(driver).model_fields[part].annotation
@@ -62,11 +68,12 @@ def _item_adapter(driver: str, part: str) -> TypeAdapter[Any]:
 class Template:
     name: str
     raw: dict[str, Any]
-    # part -> the part with every item that validates on its own replaced by its validated
-    # object; devices that do not override the part all get this one container
+    # part -> the part validated once, whole; a device that does not override it gets an
+    # empty placeholder through validation and this very object afterwards (``finish``)
+    validated: dict[str, Any] = field(default_factory=dict)
+    # part -> for a part that does not validate whole: each item that validates on its own
+    # replaced by its validated object, the others raw (each device reports them, deduped)
     parts: dict[str, Any] = field(default_factory=dict)
-    # part -> the validated container the first plain device got, then shared by the others
-    canonical: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, name: str, raw: dict[str, Any]) -> Template:
@@ -78,12 +85,25 @@ class Template:
                 if items is not None:
                     template.parts[part] = items
                 continue
+            try:
+                template.validated[part] = _part_adapter(str(driver), part).validate_python(items)
+                template.parts[part] = {} if isinstance(items, dict) else []
+                continue
+            except ValidationError:
+                pass
             adapter = _item_adapter(str(driver), part)
             if isinstance(items, dict):
                 template.parts[part] = {k: _validated(adapter, v) for k, v in items.items()}
             else:
                 template.parts[part] = [_validated(adapter, v) for v in items]
         return template
+
+    def item_parts(self, part: str) -> Any:
+        """The part item by item (validated objects where they validate), for overrides."""
+        validated = self.validated.get(part)
+        if validated is None:
+            return self.parts.get(part)
+        return dict(validated) if isinstance(validated, dict) else list(validated)
 
 
 def _validated(adapter: TypeAdapter[Any], value: Any) -> Any:
@@ -130,18 +150,14 @@ class FleetDoc(Located):
         return entry.source, line, label
 
     def finish(self, config: GatewayConfig) -> list[ConfigIssue]:
-        """After validation: the devices that left a template part alone share one container."""
+        """After validation: the parts a device took unchanged from its template are the
+        template's validated objects, shared by all its devices."""
         for device, (entry, template) in zip(config.devices, self.entries, strict=True):
             if template is None:
                 continue
-            for part in SHARED:
-                if part in entry.data or part not in template.parts:
-                    continue
-                shared = template.canonical.get(part)
-                if shared is None:
-                    template.canonical[part] = getattr(device, part)
-                else:
-                    setattr(device, part, shared)
+            for part, validated in template.validated.items():
+                if part not in entry.data:
+                    setattr(device, part, validated)
         return []
 
 
@@ -328,7 +344,7 @@ def _merge_part(fleet: FleetDoc, entry: DeviceEntry, template: Template, part: s
     """A device's override of one template part: per item, sharing the items it leaves alone."""
     raw = template.raw.get(part)
     if part in SHARED_MAPS and isinstance(over, dict):
-        merged = dict(template.parts.get(part) or {})
+        merged = dict(template.item_parts(part) or {})
         for key, value in over.items():
             base = raw.get(key) if isinstance(raw, dict) else None
             if value is None:
@@ -337,7 +353,7 @@ def _merge_part(fleet: FleetDoc, entry: DeviceEntry, template: Template, part: s
                 merged[key] = deep_merge(base, value) if isinstance(base, dict) else value
         return merged
     if part in SHARED_LISTS and isinstance(over, dict):
-        rules = list(template.parts.get(part) or [])
+        rules = list(template.item_parts(part) or [])
         raws = raw if isinstance(raw, list) else []
         dropped = set()
         for key, value in over.items():
