@@ -39,6 +39,8 @@ CODE: dict[str, Callable[[Topics], str]] = {
     "deviceEvent": lambda t: t.event(DEV, EVT),
     "twin": lambda t: t.twin(DEV),
     "deviceMeta": lambda t: t.meta(DEV),
+    "configDesired": lambda t: t.config_desired,
+    "configReported": lambda t: t.config_reported,
     "replies": lambda t: t.replies(DEV),
     "serviceInvoke": lambda t: t.invoke(DEV, SVC),
     "propertiesSet": lambda t: t.property_set(DEV),
@@ -48,6 +50,7 @@ CODE: dict[str, Callable[[Topics], str]] = {
 TOPIC_ATTRIBUTES = {  # every Topics member that spells a topic -> its channel
     "gateway_status": "gatewayStatus", "gateway_event": "gatewayEvent", "device_status": "deviceStatus",
     "report": "propertiesReport", "event": "deviceEvent", "twin": "twin", "meta": "deviceMeta", "replies": "replies",
+    "config_desired": "configDesired", "config_reported": "configReported",
     "invoke": "serviceInvoke", "property_set": "propertiesSet", "desired": "twinDesired", "twin_get": "twinGet",
 }
 NOT_TOPICS = {"base", "parse", "subscriptions"}
@@ -161,7 +164,7 @@ def test_receive_operations_are_what_the_gateway_subscribes_to(doc: dict[str, An
 
 def test_send_operations_match_the_contract_table(doc: dict[str, Any]) -> None:
     """Retained state topics and QoS as docs/hub-contract.md states them."""
-    retained = {"gatewayStatus", "deviceStatus", "twin", "deviceMeta"}
+    retained = {"gatewayStatus", "deviceStatus", "twin", "deviceMeta", "configReported"}
     for operation in doc["operations"].values():
         if operation["action"] != "send":
             continue
