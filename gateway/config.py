@@ -533,7 +533,10 @@ def parse_document(
     doc: Located, base_dir: Path, files: Mapping[str, str] | None = None,
 ) -> tuple[GatewayConfig, Located]:
     """``parse_config`` for a document already loaded (and perhaps merged with another)."""
-    from citytwin.gateway.templates_config import dedupe_issues, expand_fleet  # it builds on this module
+    from citytwin.gateway.templates_config import (  # it builds on this module
+        dedupe_issues,
+        expand_fleet,
+    )
 
     if not isinstance(doc.data, dict):
         raise ConfigError([ConfigIssue(source=doc.source, line=1, path="", message="must be a mapping")])

@@ -128,6 +128,7 @@ class CompileCache:
 
     models: dict[str, ThingModel] = field(default_factory=dict)
     model_keys: dict[tuple[str, Path], str] = field(default_factory=dict)
+    traits: dict[str, BindingModels] = field(default_factory=dict)
     bindings: dict[tuple[type[BaseModel], str], BaseModel] = field(default_factory=dict)
     # the devices of one template share one validated point map (gateway/templates_config.py):
     # it is compiled once, and they share the compiled map too. Keyed by identity (the key
@@ -164,8 +165,10 @@ def compile_device(
     config: DeviceConfig, loc: Loc, base_dir: Path, cache: CompileCache | None = None
 ) -> tuple[DeviceSpec | None, list[tuple[Loc, str]]]:
     issues: list[tuple[Loc, str]] = []
-    traits: BindingModels = binding_models(config.driver)
     cache = cache or CompileCache()
+    traits = cache.traits.get(config.driver)
+    if traits is None:
+        traits = cache.traits[config.driver] = binding_models(config.driver)
     try:
         model = cache.model(config.model, base_dir)
     except ModelError as exc:

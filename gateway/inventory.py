@@ -25,7 +25,7 @@ import io
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from citytwin.gateway.config import ConfigIssue, DeviceConfig, format_path
 from citytwin.gateway.yamlsrc import Located, YamlSyntaxError, load_yaml
@@ -89,10 +89,10 @@ def _cell_value(path: Rel, text: str) -> tuple[Any, str | None]:
     return text, None
 
 
-def _put(data: dict[str, Any], path: Rel, value: Any) -> None:
+def _put(data: dict[Any, Any], path: Rel, value: Any) -> None:
     for key in path[:-1]:
-        data = data.setdefault(str(key) if not isinstance(key, int) else key, {})
-    data[path[-1]] = value  # type: ignore[index]
+        data = data.setdefault(key, {})
+    data[path[-1]] = value
 
 
 def read_csv(text: str, source: str) -> tuple[list[DeviceEntry], list[ConfigIssue]]:
@@ -151,7 +151,7 @@ def read_yaml(text: str, source: str) -> tuple[list[DeviceEntry], list[ConfigIss
         doc = load_yaml(text, source)
     except YamlSyntaxError as exc:
         return [], [ConfigIssue(source=source, line=exc.line, path="", message=exc.message)]
-    rows, prefix = doc.data, ()
+    rows, prefix = doc.data, cast(Rel, ())
     if isinstance(rows, dict) and set(rows) == {"devices"}:
         rows, prefix = rows["devices"], ("devices",)
     if not isinstance(rows, list):

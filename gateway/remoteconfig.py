@@ -32,7 +32,13 @@ import orjson
 import yaml
 
 from citytwin.gateway.bootstrap import compile_checked, resolve_paths
-from citytwin.gateway.config import AccessSection, ConfigError, ConfigIssue, GatewayConfig, parse_document
+from citytwin.gateway.config import (
+    AccessSection,
+    ConfigError,
+    ConfigIssue,
+    GatewayConfig,
+    parse_document,
+)
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.hublink import Received, now_ms
 from citytwin.gateway.yamlsrc import YamlSyntaxError, load_yaml

@@ -54,7 +54,8 @@ _MISSING: Any = object()
 @cache
 def _part_adapter(driver: str, part: str) -> TypeAdapter[Any]:
     """The validator of one whole device part (all points, all rules) for a driver."""
-    return TypeAdapter(device_config_model(driver).model_fields[part].annotation)
+    annotation: Any = device_config_model(driver).model_fields[part].annotation
+    return TypeAdapter(annotation)
 
 
 @cache

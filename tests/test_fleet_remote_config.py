@@ -17,7 +17,6 @@ from harness import FakeDevice, FakeDriver, InProcessGateway
 from hubcli_support import hub_cli
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel
 
 from citytwin.drivers.errors import ConnectError
 from citytwin.gateway.audit import read_records, verify

@@ -23,7 +23,15 @@ import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citytwin.gateway.cli.hub import EXIT_OK, EXIT_REJECTED, EXIT_TIMEOUT, UsageError, cmd_hub, duration, emit_json
+from citytwin.gateway.cli.hub import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_TIMEOUT,
+    UsageError,
+    cmd_hub,
+    duration,
+    emit_json,
+)
 from citytwin.gateway.cli.hubclient import HubSession
 from citytwin.gateway.remoteconfig import shown
 

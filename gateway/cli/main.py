@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -68,7 +69,6 @@ def _print_config_error(exc: ConfigError) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from citytwin.gateway.app import Gateway
     from citytwin.gateway.bootstrap import prepare_file
-
     from citytwin.gateway.remoteconfig import restore
 
     try:
@@ -152,13 +152,37 @@ def cmd_discover(args: argparse.Namespace) -> int:
         print(f"citytwin discover: {exc}", file=sys.stderr)
         return 2
     try:
-        print(_run_async(discover.run(url, args.timeout)), end="")
+        if args.template is None and args.model is None:
+            print(_run_async(discover.run(url, args.timeout)), end="")
+        else:
+            return _discover_template(args, discover.browse)
     except (DriverError, OSError, TimeoutError, ValueError) as exc:
         print(f"citytwin discover: {url}: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:
         print(f"citytwin discover: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _discover_template(args: argparse.Namespace, browse: Any) -> int:
+    """``discover --template FILE --model FILE``: a starting template and thing model."""
+    from citytwin.gateway.discovertemplate import make_model, make_template, template_name
+
+    if browse is None:
+        print(f"citytwin discover: {args.url}: this driver's discover prints a binding only", file=sys.stderr)
+        return 2
+    found = _run_async(browse(args.url, args.timeout))
+    name = args.name or template_name(args.url)
+    model_path = Path(args.model) if args.model else Path(f"{name}.json")
+    model = make_model(found, args.product_key or f"discovered.{name}")
+    model_path.write_text(json.dumps(model, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.template:
+        template_path = Path(args.template)
+        ref = os.path.relpath(model_path.resolve(), template_path.resolve().parent)
+        template_path.write_text(make_template(found, name, ref), encoding="utf-8")
+    print(f"{args.url}: {len(model['properties'])} properties, {len(model['services'])} services -> "
+          f"{model_path}" + (f", template {name!r} -> {args.template}" if args.template else ""))
     return 0
 
 
@@ -187,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     discover = sub.add_parser("discover", help="browse a device and print a starting binding")
     discover.add_argument("url", help="a device URL whose scheme a driver discovers, e.g. opcua://HOST:PORT[/PATH]")
     discover.add_argument("--timeout", type=float, default=5.0)
+    discover.add_argument("--template", metavar="FILE", help="write a starting template (a templates: entry) here")
+    discover.add_argument("--model", metavar="FILE", help="write a starting TSL thing model here (default NAME.json)")
+    discover.add_argument("--name", help="the template's name (default: from the URL's host)")
+    discover.add_argument("--product-key", help="the model's productKey (default discovered.NAME)")
     discover.set_defaults(func=cmd_discover)
 
     from citytwin.gateway.cli.audit import add_audit_commands
