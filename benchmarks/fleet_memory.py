@@ -108,7 +108,7 @@ def child(path: Path) -> dict[str, Any]:
     gc.collect()
     floor = _status_kb("VmRSS")
     started = time.perf_counter()
-    config, specs = prepare_file(path)
+    _config, specs = prepare_file(path)  # both kept alive while measured
     seconds = time.perf_counter() - started
     gc.collect()
     rss = _status_kb("VmRSS")

@@ -69,7 +69,7 @@ async def test_discover_writes_a_model_and_a_template_that_run(gauge: str, tmp_p
 
     template = yaml.safe_load((tmp_path / "gauge.yaml").read_text())["templates"]["gauge"]
     assert template["model"] == "models/gauge.json" and template["driver"] == "opcua"
-    config = (f"gateway: {{id: g, data_dir: DATA_DIR}}\nhub: {{url: 'mqtt://127.0.0.1:1'}}\nhttp: {{enabled: false}}\n"
+    config = ("gateway: {id: g, data_dir: DATA_DIR}\nhub: {url: 'mqtt://127.0.0.1:1'}\nhttp: {enabled: false}\n"
               + (tmp_path / "gauge.yaml").read_text()
               + "devices:\n  - {id: gauge-1, template: gauge, poll_period: 0.2,"
                 f" connection: {{pki_dir: {tmp_path / 'pki'}, subscribe: false}}}}\n")

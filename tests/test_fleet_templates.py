@@ -4,7 +4,10 @@ validated and compiled point map (in process; a templated gateway polls through 
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +213,19 @@ async def test_devices_of_one_template_poll_each_their_own_values(tmp_path: Path
         await gw.wait_for(lambda: all("level" in twins[d].reported for d in fakes), what="every device reporting")
         assert {d: twins[d].reported["level"] for d in fakes} == {"s0": 1.0, "s1": 2.0, "s2": 3.0, "s9": 100.0}
         assert gw.gw.specs["s0"].points is gw.gw.specs["s2"].points
+
+
+def test_the_fleet_memory_benchmark_runs_and_writes_a_record(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fleet_memory", "--devices", "30", "--points", "10", "--rows", "60",
+         "--output", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = tmp_path.glob("fleet_memory-*.json")
+    record = json.loads(path.read_text())
+    cases = {c["case"]: c for c in record["cases"]}
+    assert set(cases) == {"flat", "template", "template-2x", "inventory"}
+    assert (cases["flat"]["devices"], cases["template-2x"]["devices"], cases["inventory"]["devices"]) == (30, 60, 60)
+    # the same devices: written out, each has its point map; from one template, one is shared
+    assert cases["flat"]["points"] == cases["template"]["points"] == 300
+    assert cases["flat"]["distinct_point_maps"] == 30 and cases["template"]["distinct_point_maps"] == 1
+    assert "template vs flat" in result.stdout
