@@ -213,3 +213,13 @@ async def test_hub_config_cli_gets_pushes_and_diffs(fleet: Fleet, hub: Hub, mosq
     assert same.code == 0 and same.out == "", same.out
     text = await hub_cli("config", "get", *broker)
     assert text.out.startswith(f"{GW}: hub config v1") and "last push: v1 by cfg-admin: applied" in text.out
+
+    # an inventory the config names is sent with it; --inventory-only sends just the inventory
+    (tmp_path / "more.csv").write_text("id,template,host\nps-3,station,c\n")
+    new.write_text(new.read_text() + "inventory: more.csv\n")
+    pushed = await hub_cli("config", "push", str(new), *broker, "--operator", "cfg-admin")
+    assert pushed.code == 0 and "v2: applied: added ps-3" in pushed.out, pushed.out + pushed.err
+    (tmp_path / "more.csv").write_text("id,template,host\nps-3,station,c\nps-4,station,d\n")
+    pushed = await hub_cli("config", "push", str(new), "--inventory-only", *broker, "--operator", "cfg-admin", "--json")
+    assert pushed.code == 0, pushed.out + pushed.err
+    assert (pushed.json()["version"], pushed.json()["added"]) == (3, ["ps-4"])
