@@ -229,3 +229,14 @@ def test_the_fleet_memory_benchmark_runs_and_writes_a_record(tmp_path: Path) -> 
     assert cases["flat"]["points"] == cases["template"]["points"] == 300
     assert cases["flat"]["distinct_point_maps"] == 30 and cases["template"]["distinct_point_maps"] == 1
     assert "template vs flat" in result.stdout
+
+
+def test_the_fleet_push_benchmark_runs_and_writes_a_record(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fleet_push", "--devices", "10", "--add", "10", "--warmup", "0.5",
+         "--after", "0.5", "--output", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = tmp_path.glob("fleet_push-*.json")
+    record = json.loads(path.read_text())
+    assert record["added"] == 10 and record["points_read"] > 0 and record["lost"] == 0
+    assert "longest poll gap" in result.stdout
