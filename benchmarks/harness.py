@@ -27,7 +27,7 @@ import orjson
 from benchmarks import thingsboard
 from benchmarks.procs import Mosquitto
 from benchmarks.runner import Plan, measure
-from benchmarks.subjects import Citytwin, Naive, PumpStations, Shape, Subject
+from benchmarks.subjects import Citytwin, CitytwinFleet, Naive, PumpStations, Shape, Subject
 from benchmarks.thingsboard import ThingsBoard
 from citytwin.gateway.cli.bench import SCENARIOS, add_arguments
 
@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     scenarios = args.scenarios or list(SCENARIOS)
     settings = QUICK if args.quick else FULL
     names = (args.subjects or ("citytwin,naive" if args.quick else "citytwin,naive,thingsboard")).split(",")
-    available: dict[str, Subject] = {"citytwin": Citytwin(), "naive": Naive(), "thingsboard": ThingsBoard()}
+    available: dict[str, Subject] = {"citytwin": Citytwin(), "citytwin-fleet": CitytwinFleet(), "naive": Naive(),
+                                     "thingsboard": ThingsBoard()}
     notes: list[str] = []
     if "thingsboard" in names:
         why = thingsboard.ensure_venv(install=not args.quick)

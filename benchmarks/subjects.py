@@ -105,6 +105,11 @@ class Citytwin:
     reply_topics: tuple[str, ...] = (f"{PREFIX}/{GATEWAY_ID}/+/replies",)
 
     def config(self, work: Path, broker: int, slave: int, shape: Shape) -> Path:
+        path = work / "gateway.yaml"
+        path.write_text(yaml.safe_dump(self.document(work, broker, slave, shape), sort_keys=False))
+        return path
+
+    def document(self, work: Path, broker: int, slave: int, shape: Shape) -> dict[str, Any]:
         (work / "model.json").write_text(json.dumps(_model(shape.k)))
         points: dict[str, Any] = {f"r_{i}": {"table": "holding_register", "address": i, "type": "uint16"}
                                   for i in range(shape.k)}
@@ -124,9 +129,7 @@ class Citytwin:
             "http": {"enabled": False},
             "devices": devices,
         }
-        path = work / "gateway.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return path
+        return doc
 
     def start(self, work: Path, broker: int, slave: int, shape: Shape) -> subprocess.Popen[bytes]:
         path = self.config(work, broker, slave, shape)
@@ -141,6 +144,23 @@ class Citytwin:
         if topic.endswith("/replies") and body.get("status") == "succeeded":
             return str(body["id"])
         return None
+
+
+class CitytwinFleet(Citytwin):
+    """The same gateway and devices, written as one template and a CSV inventory (one row
+    per device) instead of every device carrying its point map (docs/operations.md)."""
+
+    name = "citytwin-fleet"
+
+    def document(self, work: Path, broker: int, slave: int, shape: Shape) -> dict[str, Any]:
+        doc = super().document(work, broker, slave, shape)
+        devices = doc.pop("devices")
+        doc["templates"] = {"registers": {k: v for k, v in devices[0].items() if k != "id"}}
+        rows = "".join(f"{d['id']},registers\n" for d in devices)
+        (work / "inventory.csv").write_text("id,template\n" + rows)
+        doc["devices"] = []
+        doc["inventory"] = "inventory.csv"
+        return doc
 
 
 class PumpStations(Citytwin):

@@ -104,6 +104,11 @@ class Discoverer(NamedTuple):
 
     schemes: tuple[str, ...]
     run: Callable[[str, float], Coroutine[Any, Any, str]]
+    # the same browse as plain data (``driver``, ``connection``, ``points``, ``services`` and
+    # ``hints``: what the device says about each point and method: description, unit, range,
+    # argument types), from which ``citytwin discover --template --model`` writes a starting
+    # template and thing model; None: this driver's discover prints a binding only
+    browse: Callable[[str, float], Coroutine[Any, Any, dict[str, Any]]] | None = None
 
 
 def _never(point: BaseModel) -> bool:
@@ -149,16 +154,16 @@ class BindingModels(NamedTuple):
     discover: Discoverer | None = None
 
 
-def _lazy_discover(target: str, install: str) -> Callable[[str, float], Coroutine[Any, Any, str]]:
+def _lazy_discover(target: str, install: str) -> Callable[[str, float], Coroutine[Any, Any, Any]]:
     """``module:function`` imported on first use, with the install hint when it is missing."""
 
-    async def run(url: str, timeout: float) -> str:
+    async def run(url: str, timeout: float) -> Any:
         module, name = target.split(":")
         try:
             function = getattr(importlib.import_module(module), name)
         except ModuleNotFoundError as exc:
             raise ImportError(f"discover needs {exc.name}: pip install {install}") from exc
-        return cast(str, await function(url, timeout))
+        return await function(url, timeout)
 
     return run
 
@@ -320,6 +325,7 @@ def _opcua_models() -> BindingModels:
         discover=Discoverer(
             ("opcua", "opc.tcp"),
             _lazy_discover("citytwin.drivers.opcua.discover:discover_opcua", "'asyncua>=2.1,<2.2'"),
+            _lazy_discover("citytwin.drivers.opcua.discover:browse_opcua", "'asyncua>=2.1,<2.2'"),
         ),
     )
 

@@ -27,12 +27,14 @@ from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig
+from citytwin.gateway.devicemeta import meta_document
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
 from citytwin.gateway.metrics import GatewayMetrics
 from citytwin.gateway.outbox import Limits, Outbox
 from citytwin.gateway.pipeline import DevicePipeline
+from citytwin.gateway.remoteconfig import RemoteConfig
 from citytwin.gateway.runner import DeviceRunner
 from citytwin.gateway.store import TwinStore
 from citytwin.gateway.tasks import Tasks
@@ -94,9 +96,11 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self.watchers = Watchers()  # HTTP observers of values and events
         self.drain_timeout = 3.0  # how long shutdown waits for the hub to take what is queued
+        self.remote = RemoteConfig(self)  # configs from the hub (config/desired)
 
     def _on_message(self, message: Any) -> None:
-        self.relay.handle(message)
+        if not self.remote.handle(message):
+            self.relay.handle(message)
 
     async def __aenter__(self) -> Gateway:
         stored = await self.store.open()
@@ -111,6 +115,7 @@ class Gateway:
             self._start_device(device_id, spec)
         self.relay.report_interrupted(interrupted)
         self._housekeeper = self.tasks.spawn(self._housekeeping(), "housekeeping")
+        self.remote.publish_state()
         if self.http is not None:
             await self.http.start()
         log.info(
@@ -135,6 +140,8 @@ class Gateway:
         self.access.groups[device_id] = set(spec.config.groups)
         self.runners[device_id] = runner
         self.hub.send_state(self.hub.topics.device_status(device_id), {"state": "offline", "ts": twin.status_ts})
+        # what the device is and where (uid, location, tags), retained for the hub's asset view
+        self.hub.send_state(self.hub.topics.meta(device_id), meta_document(spec.config, spec.model.product_key, now_ms()))
         self._twin_dirty.add(device_id)
         self._device_tasks[device_id] = self.tasks.spawn(runner.run(), f"device:{device_id}")
 
@@ -169,35 +176,46 @@ class Gateway:
                     log.error("reload refused: %s", issue)
                 self.metrics.reloads.labels("refused").inc()
                 return {"result": "refused", "errors": [str(i) for i in exc.issues]}
-            old = {d: s.config for d, s in self.specs.items()}
-            removed = [d for d in old if d not in specs]
-            added = [d for d in specs if d not in old]
-            changed = [d for d in specs if d in old and specs[d].config != old[d]]
-            for device_id in removed:
-                await self._stop_device(device_id, "removed from the config")
-                self.metrics.forget_device(device_id)
-            for device_id in changed:
-                await self._stop_device(device_id, "restarting with a changed config")
-                self._start_device(device_id, specs[device_id])
-            for device_id in added:
-                self._start_device(device_id, specs[device_id])
-            restart = [name for name in ("gateway", "hub", "http", "outbox")
-                       if getattr(config, name, None) != getattr(self.config, name, None)]
-            # who may do what takes effect at once: a revoked grant must not wait for a restart
-            if config.access != self.config.access:
-                log.info("config reload: access rules updated")
-            self.access.config = config.access
-            self.relay.settings = config.commands
-            self.config = self.config.model_copy(
-                update={"devices": config.devices, "access": config.access, "commands": config.commands}
-            )
-            self.metrics.reloads.labels("applied").inc()
-            log.info("config reloaded from %s: added %s, removed %s, changed %s", self.config_path,
-                     added or "none", removed or "none", changed or "none")
-            if restart:
-                log.warning("config reload: changes to %s take effect only after a restart", ", ".join(restart))
-            return {"result": "applied", "added": added, "removed": removed, "changed": changed,
-                    "unchanged": sorted(set(old) & set(specs) - set(changed)), "restart_needed": restart}
+            self.remote.forget()  # the local file wins over a config the hub sent before
+            return await self._apply(config, specs, str(self.config_path))
+
+    async def apply(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
+        """Apply a validated config (from the hub: gateway/remoteconfig.py) as ``reload`` does."""
+        async with self._reload_lock:
+            return await self._apply(config, specs, source)
+
+    async def _apply(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
+        """Start added devices, stop removed ones, restart changed ones (their config differs)."""
+        old = {d: s.config for d, s in self.specs.items()}
+        removed = [d for d in old if d not in specs]
+        added = [d for d in specs if d not in old]
+        changed = [d for d in specs if d in old and specs[d].config != old[d]]
+        for device_id in removed:
+            await self._stop_device(device_id, "removed from the config")
+            self.hub.send_state(self.hub.topics.meta(device_id), b"")  # clears the retained meta
+            self.metrics.forget_device(device_id)
+        for device_id in changed:
+            await self._stop_device(device_id, "restarting with a changed config")
+            self._start_device(device_id, specs[device_id])
+        for device_id in added:
+            self._start_device(device_id, specs[device_id])
+        restart = [name for name in ("gateway", "hub", "http", "outbox")
+                   if getattr(config, name, None) != getattr(self.config, name, None)]
+        # who may do what takes effect at once: a revoked grant must not wait for a restart
+        if config.access != self.config.access:
+            log.info("config reload: access rules updated")
+        self.access.config = config.access
+        self.relay.settings = config.commands
+        self.config = self.config.model_copy(update={
+            name: getattr(config, name)
+            for name in ("devices", "access", "commands", "templates", "inventory", "remote_config", "locked")})
+        self.metrics.reloads.labels("applied").inc()
+        log.info("config reloaded from %s: added %s, removed %s, changed %s", source,
+                 added or "none", removed or "none", changed or "none")
+        if restart:
+            log.warning("config reload: changes to %s take effect only after a restart", ", ".join(restart))
+        return {"result": "applied", "added": added, "removed": removed, "changed": changed,
+                "unchanged": sorted(set(old) & set(specs) - set(changed)), "restart_needed": restart}
 
     def _emitter(self, device_id: str) -> Any:
         topics = self.hub.topics

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -46,6 +46,18 @@ class GatewaySection(Strict):
     # the retained twin document of a changing device is republished at most this often; with
     # many devices and fast polls twins dominate the uplink (docs/performance.md), so raise it
     twin_publish_interval: PositiveSeconds = 1.0
+    # the city's coding scheme for asset identifiers: every device ``uid`` must match it whole
+    uid_pattern: str | None = None
+
+    @field_validator("uid_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class OutboxSection(Strict):
@@ -222,6 +234,39 @@ class Interlock(Strict):
         return self
 
 
+class Location(Strict):
+    """Where a device is: a point on the earth, and where in its building or site."""
+
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    altitude: float | None = None  # metres
+    # WGS 84 (GPS) or CGCS2000 (China's national geodetic system; within centimetres of WGS 84)
+    crs: Literal["WGS84", "CGCS2000"] = "WGS84"
+    address: str | None = None
+    floor: str | None = None  # floor or level, as the site names it ("B2", "3", "platform")
+
+    @field_validator("crs", mode="before")
+    @classmethod
+    def _crs_spelling(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"WGS 84": "WGS84", "WGS-84": "WGS84", "EPSG:4326": "WGS84", "EPSG:4490": "CGCS2000"}.get(
+                value.strip().upper(), value.strip().upper())
+        return value
+
+    @field_validator("floor", mode="before")
+    @classmethod
+    def _floor_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _tag_values(value: Any) -> Any:
+    """Tags are text; numbers and booleans written unquoted in YAML are taken as their text."""
+    if isinstance(value, dict):
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if isinstance(v, (int, float, bool)) else v
+                for k, v in value.items()}
+    return value
+
+
 class DeviceConfig(Strict):
     """Fields every device has; each driver narrows connection, points, outputs and services."""
 
@@ -247,6 +292,17 @@ class DeviceConfig(Strict):
     services: dict[str, ServiceBinding] = {}
     interlocks: list[Interlock] = []
     groups: list[str] = []  # device groups named in access grants
+    # identity and place (published retained on {p}/{gw}/{dev}/meta): the city's identifier of
+    # the asset (checked against gateway.uid_pattern), its location and free key/value tags
+    uid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    location: Location | None = None
+    tags: dict[str, str] = {}
+    template: str | None = None  # the template this device was made from (set by the expansion)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_as_text(cls, value: Any) -> Any:
+        return _tag_values(value)
 
 
 @cache
@@ -345,6 +401,20 @@ class CommandsSection(Strict):
     max_desired_depth: Annotated[int, IntRange(1, 32)] = 6
 
 
+class RemoteConfigSection(Strict):
+    """Configuration sent by the hub on {p}/{gw}/config/desired (docs/operations.md, "Remote
+    configuration"); only operators granted ``admin`` on ``"@gateway"`` may send it."""
+
+    enabled: bool = True
+    # the devices a remote config adds or changes must come online within this, or the
+    # gateway goes back to the config it had before (and says so on config/reported)
+    rollback_after: PositiveSeconds = 60.0
+    max_bytes: Annotated[int, IntRange(1024, 64 * 1024 * 1024)] = 8 * 1024 * 1024
+
+
+LOCKABLE = ("hub", "outbox", "access", "commands", "http", "remote_config", "templates", "devices", "inventory")
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySection
     hub: HubSection = HubSection()
@@ -353,6 +423,20 @@ class GatewayConfig(Strict):
     commands: CommandsSection = CommandsSection()
     http: HttpSection = HttpSection()
     devices: list[_ANY_DEVICE] = []
+    # named device bindings that devices instantiate with ``template: NAME`` (docs/operations.md,
+    # "A fleet"); expanded into ``devices`` before validation by gateway/templates_config.py
+    templates: dict[str, dict[str, Any]] = {}
+    # inventory files (CSV or YAML, relative to this file): one device per row, appended to devices
+    inventory: list[str] = []
+    remote_config: RemoteConfigSection = RemoteConfigSection()
+    # sections a config from the hub may not change (it keeps this file's); ``gateway`` (the
+    # gateway's identity and data directory) and ``locked`` itself are always locked
+    locked: list[Literal[LOCKABLE]] = []  # type: ignore[valid-type]
+
+    @field_validator("inventory", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("devices")
     @classmethod
@@ -421,15 +505,16 @@ def issues_from_validation_errors(errors: Sequence[Any], doc: Located) -> list[C
     issues = []
     for error in errors:
         loc = _strip_tags(tuple(error["loc"]))
-        issues.append(
-            ConfigIssue(
-                source=doc.source,
-                line=doc.line_of(loc),
-                path=format_path(loc),
-                message=_message(error),
-            )
-        )
+        issues.append(issue_at(doc, loc, _message(error)))
     return issues
+
+
+def issue_at(doc: Located, loc: tuple[Hashable, ...], message: str) -> ConfigIssue:
+    """An issue at ``loc`` of the validated document, placed where the value was written (a
+    device made from a template or an inventory row is placed in the template, row or cell)."""
+    source, line, label = doc.where(loc)
+    return ConfigIssue(source=source, line=line, path=label if label is not None else format_path(loc),
+                       message=message)
 
 
 def load_document(text: str, source: str) -> Located:
@@ -443,22 +528,50 @@ def load_document(text: str, source: str) -> Located:
     return doc
 
 
-def validate_document(doc: Located) -> GatewayConfig:
-    """Validate a loaded document (perhaps with overrides applied); every issue at once."""
-    unknown = unknown_drivers(doc)
-    try:
-        config = GatewayConfig.model_validate(doc.data)
-    except ValidationError as exc:
-        issues = [issue for error in exc.errors() if not _is_tag_error(error, unknown)
-                  for issue in issues_from_validation_errors([error], doc)]
-        raise ConfigError(_driver_issues(doc, unknown) + issues) from None
-    return config
+def parse_config(
+    text: str, source: str, base_dir: Path | None = None, files: Mapping[str, str] | None = None,
+) -> tuple[GatewayConfig, Located]:
+    """Parse and validate; raises ConfigError with every issue found.
 
-
-def parse_config(text: str, source: str) -> tuple[GatewayConfig, Located]:
-    """Parse and validate; raises ConfigError with every issue found."""
+    Templates and inventory files (relative to ``base_dir``, default the file's folder; or
+    given in ``files`` by name, for a config that came from the hub) are expanded into
+    ``devices`` first; the returned document places every path of the expanded config where
+    it was written.
+    """
     doc = load_document(text, source)
-    return validate_document(doc), doc
+    return parse_document(doc, Path(source).parent if base_dir is None else base_dir, files)
+
+
+def validate_document(doc: Located, base_dir: Path | None = None) -> GatewayConfig:
+    """Validate a loaded document (perhaps with overrides applied); every issue at once."""
+    return parse_document(doc, Path(doc.source).parent if base_dir is None else base_dir)[0]
+
+
+def parse_document(
+    doc: Located, base_dir: Path, files: Mapping[str, str] | None = None,
+) -> tuple[GatewayConfig, Located]:
+    """``parse_config`` for a document already loaded (perhaps with overrides, or merged)."""
+    from citytwin.gateway.templates_config import (  # it builds on this module
+        dedupe_issues,
+        expand_fleet,
+    )
+
+    if not isinstance(doc.data, dict):
+        raise ConfigError([ConfigIssue(source=doc.source, line=1, path="", message="must be a mapping")])
+    fleet = expand_fleet(doc, base_dir, files)
+    issues = list(fleet.issues)
+    unknown = unknown_drivers(fleet)
+    try:
+        config = GatewayConfig.model_validate(fleet.data)
+    except ValidationError as exc:
+        found = [issue for error in exc.errors() if not _is_tag_error(error, unknown)
+                 for issue in issues_from_validation_errors([error], fleet)]
+        issues = _driver_issues(fleet, unknown) + issues + found
+    else:
+        issues.extend(fleet.finish(config))
+    if issues:
+        raise ConfigError(dedupe_issues(issues))
+    return config, fleet
 
 
 # --- the driver name ------------------------------------------------------------------
@@ -505,8 +618,7 @@ def _driver_issues(doc: Located, unknown: dict[int, Any]) -> list[ConfigIssue]:
     issues = []
     for index, given in unknown.items():
         loc: tuple[Hashable, ...] = ("devices", index, "driver")
-        issues.append(ConfigIssue(source=doc.source, line=doc.line_of(loc), path=format_path(loc),
-                                  message=driver_message(given)))
+        issues.append(issue_at(doc, loc, driver_message(given)))
         # the rest of the device is checked as the driver it most likely means, or, with no
         # likely one, for the fields every device has
         likely = suggest_driver(given)

@@ -127,10 +127,22 @@ class CompileCache:
     a large config costs (docs/performance.md)."""
 
     models: dict[str, ThingModel] = field(default_factory=dict)
+    model_keys: dict[tuple[str, Path], str] = field(default_factory=dict)
+    traits: dict[str, BindingModels] = field(default_factory=dict)
     bindings: dict[tuple[type[BaseModel], str], BaseModel] = field(default_factory=dict)
+    # the devices of one template share one validated point map (gateway/templates_config.py):
+    # it is compiled once, and they share the compiled map too. Keyed by identity (the key
+    # objects are kept alive in the value, so an id is never reused while cached).
+    point_maps: dict[tuple[int, int], tuple[object, dict[str, PropertyPoint], list[tuple[Loc, str]]]] = field(
+        default_factory=dict)
+    # one compiled point per validated point object, property and model, for devices that
+    # override some of a template's points and share the rest
+    compiled: dict[tuple[int, str, int], tuple[BaseModel, PropertyPoint]] = field(default_factory=dict)
 
     def model(self, ref: str, base_dir: Path) -> ThingModel:
-        key = ref if ref in library_names() else str((base_dir / ref).resolve())
+        key = self.model_keys.get((ref, base_dir))
+        if key is None:  # resolving a path costs system calls: once per reference, not per device
+            key = self.model_keys[(ref, base_dir)] = ref if ref in library_names() else str((base_dir / ref).resolve())
         model = self.models.get(key)
         if model is None:
             model = self.models[key] = resolve_model(ref, base_dir)
@@ -153,8 +165,10 @@ def compile_device(
     config: DeviceConfig, loc: Loc, base_dir: Path, cache: CompileCache | None = None
 ) -> tuple[DeviceSpec | None, list[tuple[Loc, str]]]:
     issues: list[tuple[Loc, str]] = []
-    traits: BindingModels = binding_models(config.driver)
     cache = cache or CompileCache()
+    traits = cache.traits.get(config.driver)
+    if traits is None:
+        traits = cache.traits[config.driver] = binding_models(config.driver)
     try:
         model = cache.model(config.model, base_dir)
     except ModelError as exc:
@@ -162,27 +176,14 @@ def compile_device(
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return None, [(loc + ("model",), str(exc))]
 
-    points: dict[str, PropertyPoint] = {}
-    for name, point in config.points.items():
-        point = config.points[name] = cache.shared(point)
-        prop = model.properties.get(name)
-        if prop is None:
-            issues.append((loc + ("points", name), f"model {model.product_key} has no property {name!r}"))
-            continue
-        kind = prop.data_type.type
-        # the driver gets its own binding type, without the gateway's transform fields
-        binding = cache.binding(traits.point, point.model_dump(include=set(traits.point.model_fields)))
-        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
-            what = "a string point" if traits.text(binding) else "a driver point"
-            issues.append((loc + ("points", name), f"a {kind} property cannot be bound to {what}"))
-            continue
-        significant = 7 if traits.float32(binding) else None
-        digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
-        points[name] = PropertyPoint(
-            name, kind, point.scale, point.offset, point.deadband, prop.check, binding,
-            traits.writable(binding), traits.integer_raw(binding),
-            digits if digits else None, significant,
-        )
+    shared = cache.point_maps.get((id(config.points), id(model)))
+    if shared is not None and shared[0] is config.points:
+        points, found = shared[1], shared[2]
+    else:
+        found = []
+        points = _compile_points(config, model, traits, cache, found)
+        cache.point_maps[(id(config.points), id(model))] = (config.points, points, found)
+    issues.extend((loc + rel, message) for rel, message in found)
     for name, output_point in config.outputs.items():
         if name in config.points:
             issues.append((loc + ("outputs", name), f"{name!r} is already a property point"))
@@ -248,6 +249,43 @@ def compile_device(
         return None, issues
     spec = DeviceSpec(config, model, points, dict(config.outputs), events, dict(config.services), interlocks)
     return spec, []
+
+
+def _compile_points(
+    config: DeviceConfig, model: ThingModel, traits: BindingModels, cache: CompileCache,
+    issues: list[tuple[Loc, str]],
+) -> dict[str, PropertyPoint]:
+    """Each bound property's compiled point; issues at paths relative to the device."""
+    points: dict[str, PropertyPoint] = {}
+    for name, point in config.points.items():
+        known = cache.compiled.get((id(point), name, id(model)))
+        if known is None or known[0] is not point:
+            # an equal point compiled before (devices written out in full repeat their maps)
+            point = config.points[name] = cache.shared(point)
+            known = cache.compiled.get((id(point), name, id(model)))
+        if known is not None and known[0] is point:
+            points[name] = known[1]
+            continue
+        prop = model.properties.get(name)
+        if prop is None:
+            issues.append((("points", name), f"model {model.product_key} has no property {name!r}"))
+            continue
+        kind = prop.data_type.type
+        # the driver gets its own binding type, without the gateway's transform fields
+        binding = cache.binding(traits.point, point.model_dump(include=set(traits.point.model_fields)))
+        if kind not in (Kind.BOOL, Kind.INT, Kind.ENUM, Kind.FLOAT, Kind.DOUBLE, Kind.TEXT) or (kind is Kind.TEXT) != traits.text(binding):
+            what = "a string point" if traits.text(binding) else "a driver point"
+            issues.append((("points", name), f"a {kind} property cannot be bound to {what}"))
+            continue
+        significant = 7 if traits.float32(binding) else None
+        digits = None if significant else _decimals(point.scale) + _decimals(point.offset)
+        points[name] = PropertyPoint(
+            name, kind, point.scale, point.offset, point.deadband, prop.check, binding,
+            traits.writable(binding), traits.integer_raw(binding),
+            digits if digits else None, significant,
+        )
+        cache.compiled[(id(point), name, id(model))] = (point, points[name])
+    return points
 
 
 def _not_bound(name: str, points: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -28,7 +29,7 @@ from citytwin.gateway.config import (
     GatewayConfig,
     format_path,
     load_document,
-    validate_document,
+    parse_document,
 )
 from citytwin.gateway.yamlsrc import Located
 
@@ -224,14 +225,18 @@ def blame(error: ConfigError, overrides: Sequence[Override], doc: Located | None
     return ConfigError(_blame(error.issues, overrides, doc)) if overrides else error
 
 
-def parse(text: str, source: str, overrides: Sequence[Override] = ()) -> tuple[GatewayConfig, Located]:
-    """``parse_config`` with overrides applied before validation; every issue at once."""
+def parse(
+    text: str, source: str, overrides: Sequence[Override] = (), base_dir: Path | None = None,
+    files: Mapping[str, str] | None = None,
+) -> tuple[GatewayConfig, Located]:
+    """``parse_config`` with overrides applied before validation; every issue at once. The
+    document returned places every path of the config (templates and inventories expanded)."""
     doc = load_document(text, source)
     problems = apply(doc.data, overrides)
     try:
-        config = validate_document(doc)
+        config, placed = parse_document(doc, Path(source).parent if base_dir is None else base_dir, files)
     except ConfigError as exc:
         raise ConfigError(problems + _blame(exc.issues, overrides, doc)) from None
     if problems:
         raise ConfigError(problems)
-    return config, doc
+    return config, placed

@@ -13,6 +13,9 @@ endpoint. Every form's schema describes exactly the payload on the wire:
   ``{p}/{gw}/{dev}/values/{name}`` (topic in the href path, as node-wot's binding reads it, and
   ``mqv:filter`` for subscriptions); events on their contract topic, whose envelope carries a
   ``seq`` too.
+
+A device's ``uid`` and ``location`` (fleet config) appear as ``schema:identifier`` and
+``geo:lat``/``geo:long`` (W3C WGS84 vocabulary) and the other annotations of ``devicemeta``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from citytwin.gateway.config import GatewayConfig
+from citytwin.gateway.devicemeta import TD_CONTEXT, td_annotations
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.topics import Topics
 from citytwin.thingmodels.wot import HubBinding, to_td
@@ -93,6 +97,12 @@ class ThingDescriptions:
             "forms": [{"href": "properties", "op": ["readallproperties", "readmultipleproperties"],
                        "contentType": JSON, "htv:methodName": "GET"}],
         }
+        where = td_annotations(spec.config)  # the city's asset id and the device's place
+        if where:
+            context = list(td["@context"])
+            context.append(dict(TD_CONTEXT))
+            td["@context"] = context
+            td.update(where)
         for name, schema in model_td.get("properties", {}).items():
             point = spec.points.get(name)
             if point is None:

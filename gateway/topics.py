@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 
 class Incoming(NamedTuple):
-    kind: str  # "invoke" | "set" | "desired" | "get"
+    kind: str  # "invoke" | "set" | "desired" | "get" | "config"
     device: str
     service: str | None
 
@@ -18,6 +18,16 @@ class Topics:
     @property
     def gateway_status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def config_desired(self) -> str:
+        """A new config from the hub (admins of ``@gateway`` only; docs/operations.md)."""
+        return f"{self.base}/config/desired"
+
+    @property
+    def config_reported(self) -> str:
+        """The gateway's answer to a config and its active config (retained)."""
+        return f"{self.base}/config/reported"
 
     def gateway_event(self, event: str) -> str:
         return f"{self.base}/events/{event}"
@@ -34,6 +44,10 @@ class Topics:
     def value(self, device: str, prop: str) -> str:
         """One property's current value, bare and retained (with ``hub.property_topics``)."""
         return f"{self.base}/{device}/values/{prop}"
+
+    def meta(self, device: str) -> str:
+        """What a device is and where: uid, location, tags, groups, model (retained)."""
+        return f"{self.base}/{device}/meta"
 
     def twin(self, device: str) -> str:
         return f"{self.base}/{device}/twin"
@@ -55,12 +69,15 @@ class Topics:
 
     @property
     def subscriptions(self) -> list[str]:
-        return [self.invoke("+", "+"), self.property_set("+"), self.desired("+"), self.twin_get("+")]
+        return [self.invoke("+", "+"), self.property_set("+"), self.desired("+"), self.twin_get("+"),
+                self.config_desired]
 
     def parse(self, topic: str) -> Incoming | None:
         if not topic.startswith(self.base + "/"):
             return None
         parts = topic[len(self.base) + 1 :].split("/")
+        if parts == ["config", "desired"]:
+            return Incoming("config", "", None)
         if len(parts) == 4 and parts[1] == "services" and parts[3] == "invoke":
             return Incoming("invoke", parts[0], parts[2])
         if len(parts) == 3 and parts[1:] == ["properties", "set"]:

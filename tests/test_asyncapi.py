@@ -38,7 +38,10 @@ CODE: dict[str, Callable[[Topics], str]] = {
     "propertiesReport": lambda t: t.report(DEV),
     "deviceEvent": lambda t: t.event(DEV, EVT),
     "twin": lambda t: t.twin(DEV),
+    "deviceMeta": lambda t: t.meta(DEV),
     "propertyValue": lambda t: t.value(DEV, "{propertyId}"),
+    "configDesired": lambda t: t.config_desired,
+    "configReported": lambda t: t.config_reported,
     "replies": lambda t: t.replies(DEV),
     "serviceInvoke": lambda t: t.invoke(DEV, SVC),
     "propertiesSet": lambda t: t.property_set(DEV),
@@ -47,9 +50,9 @@ CODE: dict[str, Callable[[Topics], str]] = {
 }
 TOPIC_ATTRIBUTES = {  # every Topics member that spells a topic -> its channel
     "gateway_status": "gatewayStatus", "gateway_event": "gatewayEvent", "device_status": "deviceStatus",
-    "report": "propertiesReport", "event": "deviceEvent", "twin": "twin", "replies": "replies",
+    "report": "propertiesReport", "event": "deviceEvent", "twin": "twin", "meta": "deviceMeta", "value": "propertyValue", "replies": "replies",
+    "config_desired": "configDesired", "config_reported": "configReported",
     "invoke": "serviceInvoke", "property_set": "propertiesSet", "desired": "twinDesired", "twin_get": "twinGet",
-    "value": "propertyValue",
 }
 NOT_TOPICS = {"base", "parse", "subscriptions"}
 
@@ -162,7 +165,7 @@ def test_receive_operations_are_what_the_gateway_subscribes_to(doc: dict[str, An
 
 def test_send_operations_match_the_contract_table(doc: dict[str, Any]) -> None:
     """Retained state topics and QoS as docs/hub-contract.md states them."""
-    retained = {"gatewayStatus", "deviceStatus", "twin", "propertyValue"}
+    retained = {"gatewayStatus", "deviceStatus", "twin", "deviceMeta", "configReported", "propertyValue"}
     for operation in doc["operations"].values():
         if operation["action"] != "send":
             continue

@@ -89,12 +89,51 @@ async def _arguments(method: Node, which: str) -> list[tuple[str, str]]:
 
 async def discover_opcua(url: str, timeout: float = 5.0) -> str:
     """Connects anonymously without security and returns the binding as YAML text."""
+    found = await browse_opcua(url, timeout)
+    doc = {k: found[k] for k in ("driver", "connection", "points", "services") if found.get(k)}
+    header = (
+        f"# discovered from {found['connection']['url']}: {len(found['points'])} variables, "
+        f"{len(found['services'])} methods.\n"
+        "# Rename the points to the thing model's property identifiers and drop the rest.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+
+
+async def _hints(node: Node) -> dict[str, Any]:
+    """What the server says about a variable: Description, EURange and EngineeringUnits
+    (the DataAccess properties of an AnalogItem), where it has them."""
+    hints: dict[str, Any] = {}
+    try:
+        text = (await node.read_description()).Text
+    except UaError:
+        text = None
+    if text:
+        hints["description"] = str(text)
+    for prop in await node.get_properties():
+        try:
+            name = (await prop.read_browse_name()).Name
+            if name == "EURange":
+                value = await prop.read_value()
+                hints["min"], hints["max"] = float(value.Low), float(value.High)
+            elif name == "EngineeringUnits":
+                value = await prop.read_value()
+                unit = value.DisplayName.Text if value.DisplayName is not None else None
+                if unit:
+                    hints["unit"] = str(unit)
+        except (UaError, AttributeError, TypeError, ValueError):
+            continue
+    return hints
+
+
+async def browse_opcua(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The binding as plain data, with ``hints`` per point and method for a thing model."""
     endpoint = opc_url(url)
     client = Client(endpoint, timeout=timeout)
     try:
         await client.connect()
     except (OSError, TimeoutError, UaError) as exc:
         raise ConnectError(f"cannot browse {endpoint}: {exc!r}") from None
+    hints: dict[str, dict[str, Any]] = {}
     try:
         namespaces = list(await client.get_namespace_array())
         points: dict[str, dict[str, Any]] = {}
@@ -123,7 +162,9 @@ async def discover_opcua(url: str, timeout: float = 5.0) -> str:
                     access = level.Value if level is not None else 0
                     if access and access & ua.AccessLevel.CurrentWrite.mask and "type" in entry:
                         entry["writable"] = True
-                    points[_name(here, taken)] = entry
+                    name = _name(here, taken)
+                    points[name] = entry
+                    hints[name] = {"browse_path": "/".join(here), **await _hints(child)}
                 elif ref.NodeClass == ua.NodeClass.Method:
                     inputs = await _arguments(child, "InputArguments")
                     outputs = await _arguments(child, "OutputArguments")
@@ -135,7 +176,10 @@ async def discover_opcua(url: str, timeout: float = 5.0) -> str:
                         call["inputs"] = [{"name": n, "type": t} for n, t in inputs]
                     if outputs:
                         call["outputs"] = [n for n, _ in outputs]
-                    services[_name(here, taken)] = {"call": call}
+                    name = _name(here, taken)
+                    services[name] = {"call": call}
+                    hints[name] = {"browse_path": "/".join(here), "inputs": dict(inputs), "outputs": dict(outputs),
+                                   **{k: v for k, v in (await _hints(child)).items() if k == "description"}}
                 if ref.NodeClass == ua.NodeClass.Object and depth < _MAX_DEPTH:
                     queue.append((child, here, depth + 1))
     finally:
@@ -143,11 +187,5 @@ async def discover_opcua(url: str, timeout: float = 5.0) -> str:
             await client.disconnect()
         except (OSError, UaError):
             client.disconnect_socket()
-    doc = {"driver": "opcua", "connection": {"url": endpoint}, "points": points}
-    if services:
-        doc["services"] = services
-    header = (
-        f"# discovered from {endpoint}: {len(points)} variables, {len(services)} methods.\n"
-        "# Rename the points to the thing model's property identifiers and drop the rest.\n"
-    )
-    return header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120)
+    return {"driver": "opcua", "connection": {"url": endpoint}, "points": points, "services": services,
+            "hints": hints}

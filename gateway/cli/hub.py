@@ -144,7 +144,8 @@ async def resolve(session: HubSession, args: argparse.Namespace, target: str) ->
 # --- subcommands ----------------------------------------------------------------------
 async def cmd_devices(session: HubSession, args: argparse.Namespace) -> int:
     t = session.topics(args.gateway)
-    found = await session.retained([t.gateway_status, t.device_status("+"), t.twin("+")], args.settle, args.wait)
+    found = await session.retained([t.gateway_status, t.device_status("+"), t.twin("+"), t.meta("+")],
+                                   args.settle, args.wait)
     gateways: dict[str, dict[str, Any]] = {}
     devices: dict[tuple[str, str], dict[str, Any]] = {}
     for seen in found:
@@ -152,7 +153,7 @@ async def cmd_devices(session: HubSession, args: argparse.Namespace) -> int:
             continue
         if seen.device is None and seen.kind == "status":
             gateways[seen.gateway] = seen.body
-        elif seen.device is not None and seen.kind in ("status", "twin"):
+        elif seen.device is not None and seen.kind in ("status", "twin", "meta"):
             devices.setdefault((seen.gateway, seen.device), {})[seen.kind] = seen.body
     rows: list[dict[str, Any]] = []
     for gw in sorted(set(gateways) | {g for g, _ in devices}):
@@ -163,23 +164,35 @@ async def cmd_devices(session: HubSession, args: argparse.Namespace) -> int:
         for (g, dev), parts in sorted(devices.items()):
             if g != gw:
                 continue
-            dstatus, twin = parts.get("status", {}), parts.get("twin", {})
+            if "status" not in parts and "twin" not in parts:
+                continue  # only a meta document: not a device of this gateway (any more)
+            dstatus, twin, meta = parts.get("status", {}), parts.get("twin", {}), parts.get("meta", {})
             state = dstatus.get("state") or twin.get("state") or "unknown"
             reason = dstatus.get("reason")
             if state == "online" and not gw_online:
                 state, reason = "unknown", f"gateway {gw} is {status.get('state', 'unknown')}"
             rows.append({"gateway": gw, "device": dev, "state": state,
                          "since": dstatus.get("ts", twin.get("state_ts")),
-                         "last_seen": _last_seen(dstatus, twin), "reason": reason})
+                         "last_seen": _last_seen(dstatus, twin), "reason": reason,
+                         "uid": meta.get("uid"), "location": meta.get("location"), "tags": meta.get("tags", {}),
+                         "model": meta.get("model"), "template": meta.get("template")})
     if args.json:
         emit_json(rows)
     elif not rows:
         print(f"no gateways under {session.options.prefix!r} on {session.options.url}")
     else:
-        print(table(["GATEWAY", "DEVICE", "STATE", "SINCE", "LAST SEEN", "REASON"],
+        print(table(["GATEWAY", "DEVICE", "STATE", "SINCE", "LAST SEEN", "UID", "LOCATION", "REASON"],
                     [[r["gateway"], r["device"] or "-", r["state"], when(r["since"]), when(r["last_seen"]),
-                      r["reason"] or ""] for r in rows]))
+                      r.get("uid") or "", _place(r.get("location")), r["reason"] or ""] for r in rows]))
     return EXIT_OK
+
+
+def _place(location: Any) -> str:
+    """``lat,lon`` (and the address) of a meta document's location, for the table."""
+    if not isinstance(location, dict) or "latitude" not in location:
+        return ""
+    text = f"{location['latitude']},{location['longitude']}"
+    return f"{text} {location['address']}" if location.get("address") else text
 
 
 def _last_seen(status: dict[str, Any], twin: dict[str, Any]) -> int | None:
@@ -528,3 +541,6 @@ def add_hub_commands(subparsers: Any) -> None:
         parser.add_argument("device", nargs="?", metavar="DEVICE", help="only this device (default: every device)")
         parser.add_argument("--duration", type=duration, metavar="DURATION", help="stop after this long (default: until Ctrl-C)")
         parser.add_argument("--count", type=int, metavar="N", help="stop after N messages (default: no limit)")
+    from citytwin.gateway.cli.hubconfig import add_config_commands  # it builds on this module
+
+    add_config_commands(sub, argparse.ArgumentParser(add_help=False, parents=[connection, output]))

@@ -72,7 +72,7 @@ class Seen:
 
     gateway: str
     device: str | None
-    kind: str  # status | report | event | twin | reply
+    kind: str  # status | report | event | twin | meta | config | reply
     name: str | None
     body: Any
     retained: bool
@@ -103,6 +103,8 @@ def _locate(t: Topics, parts: list[str]) -> tuple[str | None, str, str | None] |
         return None, "status", None
     if len(parts) == 3 and topic == t.gateway_event(parts[2]):
         return None, "event", parts[2]
+    if topic == t.config_reported:
+        return None, "config", None
     dev = parts[1]
     if topic == t.device_status(dev):
         return dev, "status", None
@@ -112,6 +114,8 @@ def _locate(t: Topics, parts: list[str]) -> tuple[str | None, str, str | None] |
         return dev, "event", parts[3]
     if topic == t.twin(dev):
         return dev, "twin", None
+    if topic == t.meta(dev):
+        return dev, "meta", None
     if topic == t.replies(dev):
         return dev, "reply", None
     return None

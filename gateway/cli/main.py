@@ -99,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     from citytwin.gateway.app import Gateway
     from citytwin.gateway.bootstrap import prepare_file
+    from citytwin.gateway.remoteconfig import restore
 
     overrides = _overrides(args)
     if isinstance(overrides, int):
@@ -107,12 +108,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         config, specs = prepare_file(args.config, overrides)
     except ConfigError as exc:
         return _print_config_error(exc)
+    # the last good config the hub sent, if any, runs instead (its locked sections from the file)
+    config, specs, active = restore(Path(args.config), config, specs)
 
     async def main() -> int:
         stop = _stop_on_signals()
         hup = asyncio.Event()  # SIGHUP reloads the config (installed early: its default would kill us)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
-        async with Gateway(config, specs, Path(args.config)) as gateway:
+        gw = Gateway(config, specs, Path(args.config))
+        gw.remote.active = active
+        async with gw as gateway:
 
             async def reload_on_hup() -> None:
                 while True:
@@ -143,6 +148,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK: gateway {config.gateway.id}, {len(specs)} device(s), {points} bound properties")
     for override in overrides:
         print(f"  {override.shown_path} = {override.shown_value()}  (from {override.origin})")
+    from citytwin.gateway.templates_config import template_counts
+
+    counts = template_counts(config.devices)
+    if set(counts) != {""}:
+        for name, count in counts.items():
+            print(f"  {f'template {name}' if name else 'written out in full'}: {count} device(s)")
     return 0
 
 
@@ -179,13 +190,37 @@ def cmd_discover(args: argparse.Namespace) -> int:
         print(f"citytwin discover: {exc}", file=sys.stderr)
         return 2
     try:
-        print(_run_async(discover.run(url, args.timeout)), end="")
+        if args.template is None and args.model is None:
+            print(_run_async(discover.run(url, args.timeout)), end="")
+        else:
+            return _discover_template(args, discover.browse)
     except (DriverError, OSError, TimeoutError, ValueError) as exc:
         print(f"citytwin discover: {url}: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:
         print(f"citytwin discover: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _discover_template(args: argparse.Namespace, browse: Any) -> int:
+    """``discover --template FILE --model FILE``: a starting template and thing model."""
+    from citytwin.gateway.discovertemplate import make_model, make_template, template_name
+
+    if browse is None:
+        print(f"citytwin discover: {args.url}: this driver's discover prints a binding only", file=sys.stderr)
+        return 2
+    found = _run_async(browse(args.url, args.timeout))
+    name = args.name or template_name(args.url)
+    model_path = Path(args.model) if args.model else Path(f"{name}.json")
+    model = make_model(found, args.product_key or f"discovered.{name}")
+    model_path.write_text(json.dumps(model, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.template:
+        template_path = Path(args.template)
+        ref = os.path.relpath(model_path.resolve(), template_path.resolve().parent)
+        template_path.write_text(make_template(found, name, ref), encoding="utf-8")
+    print(f"{args.url}: {len(model['properties'])} properties, {len(model['services'])} services -> "
+          f"{model_path}" + (f", template {name!r} -> {args.template}" if args.template else ""))
     return 0
 
 
@@ -221,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                           help="give up on a server that does not answer within this long (default: %(default)s)")
+    discover.add_argument("--template", metavar="FILE", help="write a starting template (a templates: entry) here")
+    discover.add_argument("--model", metavar="FILE", help="write a starting TSL thing model here (default NAME.json)")
+    discover.add_argument("--name", help="the template's name (default: from the URL's host)")
+    discover.add_argument("--product-key", help="the model's productKey (default discovered.NAME)")
     # asyncua warns about routine negotiation (e.g. the session timeout it was granted); the
     # command's own output and errors say what matters
     discover.set_defaults(func=cmd_discover, quiet_loggers=("asyncua",))

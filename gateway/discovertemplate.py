@@ -1,0 +1,109 @@
+"""From a browsed device to a starting template and thing model, for a person to edit.
+
+``citytwin discover URL --template out.yaml --model out.json``: the driver's browse (plain
+data: points, services, and what the device says about them) becomes a TSL thing model
+(data type from the point's type; range, unit and description from the device, e.g. OPC UA
+EURange, EngineeringUnits, Description; access from the writable flag) and a template that
+binds every property to its point. Both load as they are (checked here), but they are a
+start, not a product: names come from browse paths, and a vendor or integrator should name,
+trim and describe them before a fleet runs on them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+from citytwin.thingmodels.loader import load_model_json
+
+# OPC UA built-in types -> TSL. TSL's int is 32-bit: wider integers become double, exact
+# below 2^53 (counters and totals stay exact for decades of realistic counts).
+_TSL_TYPES = {
+    "Boolean": "bool", "SByte": "int", "Byte": "int", "Int16": "int", "UInt16": "int", "Int32": "int",
+    "UInt32": "double", "Int64": "double", "UInt64": "double", "Float": "float", "Double": "double",
+    "String": "text",
+}
+_INT_LIMITS = {"SByte": (-128, 127), "Byte": (0, 255), "Int16": (-32768, 32767), "UInt16": (0, 65535)}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _data_type(kind: str | None, hints: dict[str, Any]) -> dict[str, Any]:
+    tsl = _TSL_TYPES.get(kind or "", "text")
+    if tsl == "bool":
+        return {"type": "bool", "specs": {"0": "false", "1": "true"}}
+    if tsl == "text":
+        return {"type": "text", "specs": {"length": "2048"}}
+    specs: dict[str, str] = {}
+    low, high = hints.get("min"), hints.get("max")
+    if low is None and high is None and kind in _INT_LIMITS:
+        low, high = _INT_LIMITS[kind]
+    if low is not None:
+        specs["min"] = _number(low)
+    if high is not None:
+        specs["max"] = _number(high)
+    if tsl == "int":
+        specs["step"] = "1"
+    if hints.get("unit"):
+        specs["unit"] = str(hints["unit"])
+    return {"type": tsl, "specs": specs}
+
+
+def _entry(identifier: str, hints: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"identifier": identifier, "name": identifier}
+    if hints.get("description"):
+        entry["desc"] = str(hints["description"])
+    return entry
+
+
+def make_model(found: dict[str, Any], product_key: str) -> dict[str, Any]:
+    """A TSL thing model of every browsed point (a property) and method (a service)."""
+    hints: dict[str, dict[str, Any]] = found.get("hints", {})
+    properties = []
+    for name, point in found["points"].items():
+        if "type" not in point:
+            continue  # a structured or vendor type: bind it by hand
+        h = hints.get(name, {})
+        properties.append({**_entry(name, h), "accessMode": "rw" if point.get("writable") else "r",
+                           "required": False, "dataType": _data_type(point["type"], h)})
+    services = []
+    for name, service in found.get("services", {}).items():
+        h = hints.get(name, {})
+        call = service.get("call", {})
+        services.append({
+            **_entry(name, h), "callType": "sync", "required": False, "method": f"thing.service.{name}",
+            "inputData": [{"identifier": a["name"], "name": a["name"], "dataType": _data_type(a.get("type"), {})}
+                          for a in call.get("inputs", [])],
+            "outputData": [{"identifier": n, "name": n, "dataType": _data_type(t, {})}
+                           for n, t in h.get("outputs", {}).items()],
+        })
+    model = {"schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json",
+             "profile": {"productKey": product_key, "version": "1.0"},
+             "properties": properties, "events": [], "services": services}
+    load_model_json(json.dumps(model), product_key)  # raises if it is not a valid model
+    return model
+
+
+def make_template(found: dict[str, Any], name: str, model_ref: str) -> str:
+    """The template (a ``templates:`` entry) binding every modelled property and method."""
+    points = {n: p for n, p in found["points"].items() if "type" in p}
+    body: dict[str, Any] = {"model": model_ref, "driver": found["driver"],
+                            "connection": dict(found.get("connection", {})), "points": points}
+    if found.get("services"):
+        body["services"] = found["services"]
+    header = (f"# A starting template discovered from {found.get('connection', {}).get('url', 'the device')}: "
+              f"{len(points)} points, {len(found.get('services', {}))} methods, bound to {model_ref}.\n"
+              "# Edit before use: rename points and services to meaningful identifiers (in the model too),\n"
+              "# drop what the city does not need, set deadbands; move the connection URL to each device.\n")
+    return header + yaml.safe_dump({"templates": {name: body}}, sort_keys=False, allow_unicode=True, width=120)
+
+
+def template_name(url: str) -> str:
+    """A template name from a device URL (its host), for when none is given."""
+    host = re.sub(r"^[a-z.]+://", "", url).split("/")[0].split(":")[0]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", host).strip("-") or "discovered"
