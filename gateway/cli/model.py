@@ -142,9 +142,10 @@ def _exit(reports: list[tuple[Report, str]], unreadable: list[str], strict: bool
     return EXIT_OK
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _check(args: argparse.Namespace, lint: bool) -> int:
+    """``validate`` and ``lint``: report every file; exit by the one rule of ``_exit``."""
     try:
-        reports, unreadable = _reports(args.files, args.lint or args.strict, args.search_path, args)
+        reports, unreadable = _reports(args.files, lint, args.search_path, args)
     except ImporterCrash as exc:
         print(exc, file=sys.stderr)
         return EXIT_CRASH
@@ -154,20 +155,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     code = _exit(reports, unreadable, args.strict)
     _emit(args, reports, unreadable, code == EXIT_OK)
     return code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    return _check(args, args.lint or args.strict)
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    try:
-        reports, unreadable = _reports(args.files, True, args.search_path, args)
-    except ImporterCrash as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_CRASH
-    except BadOption as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    code = _exit(reports, unreadable, args.strict)
-    _emit(args, reports, unreadable, code == EXIT_OK)
-    return code
+    return _check(args, True)
 
 
 def _summary(name: str, model: ThingModel) -> dict[str, Any]:
