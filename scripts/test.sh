@@ -13,6 +13,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies deploy/systemd/
 command -v coap-server-notls >/dev/null 2>&1 || command -v coap-server >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)  # the README test runs commands in a network namespace
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # the node-opcua peer of the OPC UA tests
 if [ ${#need[@]} -gt 0 ]; then
