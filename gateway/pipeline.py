@@ -34,8 +34,10 @@ class DevicePipeline:
         # last value and quality sent to the hub, for report-by-exception
         self._sent: dict[str, tuple[Any, str]] = {}
         self.values: dict[str, Any] = {}  # current good/uncertain values, for event rules
-        # what each property is now, bad included: (value, quality, reason); interlocks read it
-        self.state: dict[str, tuple[Any, str, str | None]] = {}
+        # the properties that are not good now: (quality, reason); with ``values`` this says what
+        # each property is, for interlocks (kept only for the few that are not good: no per-poll
+        # tuple for every point)
+        self.not_good: dict[str, tuple[str, str]] = {}
         self._armed = [True] * len(spec.events)
         self._bad_reasons: dict[str, str] = {}
         self.points_read = 0
@@ -51,6 +53,7 @@ class DevicePipeline:
         plain = self._plain
         sent = self._sent
         values = self.values
+        not_good = self.not_good
         bad_reasons = self._bad_reasons
         out: dict[str, dict[str, Any]] = {}
         twin_changes: dict[str, tuple[Any, int, str]] = {}
@@ -59,7 +62,7 @@ class DevicePipeline:
             if point is None:  # an output point read back, not a property
                 continue
             if quality is Quality.BAD:
-                self.state[name] = (None, BAD, error or "bad reading")
+                not_good[name] = (BAD, error or "bad reading")
                 self._note_bad(name, error or "bad reading")
                 previous = sent.get(name)
                 if full or previous is None or previous[1] != BAD:
@@ -73,7 +76,7 @@ class DevicePipeline:
                 try:
                     value = point.to_value(raw)
                 except (TypeError, ValueError, OverflowError) as exc:
-                    self.state[name] = (None, BAD, f"cannot convert {raw!r}: {exc}")
+                    not_good[name] = (BAD, f"cannot convert {raw!r}: {exc}")
                     self._note_bad(name, f"cannot convert {raw!r}: {exc}", "convert")
                     continue
             reason = point.check(value)
@@ -91,7 +94,10 @@ class DevicePipeline:
                 # keyed by kind: a value moving outside the range is one log line, not one per poll
                 self._note_bad(name, f"value {value!r} outside the model: {reason}", "range")
             values[name] = value
-            self.state[name] = (value, quality_text, reason)
+            if reason is not None:
+                not_good[name] = (UNCERTAIN, reason)
+            elif not_good and name in not_good:
+                del not_good[name]
             twin_changes[name] = (value, ts, quality_text)
             if not full:
                 previous = sent.get(name)

@@ -100,10 +100,15 @@ class DeviceRunner:
 
     def current(self, prop: str) -> Current | None:
         """The property's value now, with quality, reason and age; None if never reported."""
-        state = self._pipeline.state.get(prop)
-        if state is None:
-            return None
-        value, quality, reason = state
+        pipeline = self._pipeline
+        flagged = pipeline.not_good.get(prop)
+        if flagged is None:
+            if prop not in pipeline.values:
+                return None
+            value, quality, reason = pipeline.values[prop], "good", None
+        else:
+            quality, reason = flagged
+            value = None if quality == "bad" else pipeline.values.get(prop)
         confirmed = max(self._confirmed_at, self._pushed_at.get(prop, 0.0))
         age = time.monotonic() - confirmed if confirmed else float("inf")
         if not self.online:
