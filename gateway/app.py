@@ -73,7 +73,8 @@ class Gateway:
         self.twins: dict[str, Twin] = {}
         self.runners: dict[str, DeviceRunner] = {}
         # polls wait for room in the outbox's bounded queues and for a slot in flight (issue 13)
-        self.gate = PollGate(config.gateway.max_polls_in_flight, self.outbox.wait_room)
+        self.gate = PollGate(config.gateway.max_polls_in_flight, self.outbox.wait_room,
+                             config.gateway.loop_lag_target)
         self.overload = OverloadMonitor(self.runners, [self.outbox, self.hub])
         self.command_log = CommandLog(data_dir / "commands.db", config.commands.retention)
         self.audit = AuditLog(data_dir / "audit.log")
@@ -114,6 +115,7 @@ class Gateway:
         self._stored = stored
         self._hub_task = self.tasks.spawn(self.hub.run(), "hub")
         self.tasks.spawn(self.overload.run(), "overload")
+        self.tasks.spawn(self.gate.govern(), "poll-gate")
         for n, (device_id, spec) in enumerate(list(self.specs.items())):
             self._start_device(device_id, spec)
             if n % 16 == 15:
@@ -277,11 +279,14 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             if loop.time() >= next_publish:
-                next_publish = loop.time() + publish_every
+                # overloaded: twins (a rendered document each) are the first thing to shed
+                next_publish = loop.time() + publish_every * (10 if self.overload.cause else 1)
                 for device_id in list(self._twin_dirty):
                     self._publish_twin(device_id)
             if loop.time() >= next_flush:
-                next_flush = loop.time() + self.config.gateway.flush_interval
+                # overloaded: persisting every twin each second is shed too (a crash then loses
+                # up to 10 flush intervals of twin history; reports are in the outbox regardless)
+                next_flush = loop.time() + self.config.gateway.flush_interval * (10 if self.overload.cause else 1)
                 await self.flush()
 
     async def flush(self) -> None:

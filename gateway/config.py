@@ -48,6 +48,9 @@ class GatewaySection(Strict):
     # polls in flight at once, gateway-wide; more wait to start (no request is sent while they
     # wait, so nothing goes stale), which bounds the work a saturated box holds at once
     max_polls_in_flight: Annotated[int, IntRange(1, 100_000)] = 32
+    # the event loop's lag the poll gate aims to stay under (it admits fewer polls at once when
+    # the loop wakes later than this): headroom for commands on a saturated or throttled box
+    loop_lag_target: PositiveSeconds = 0.01
 
 
 class OutboxSection(Strict):
@@ -61,8 +64,8 @@ class OutboxSection(Strict):
     # memory bounds (issue 13): reports serialized but not yet stored, and live reports held for
     # the hub link; when either is full the next polls wait (they stretch and are counted as
     # skipped) instead of the heap growing. Live reports beyond the window stream from disk.
-    write_queue_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 4 * 1024 * 1024
-    live_window_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 4 * 1024 * 1024
+    write_queue_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 1024 * 1024
+    live_window_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 256 * 1024
 
 
 class TlsSection(Strict):

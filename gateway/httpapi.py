@@ -109,6 +109,8 @@ def _load(gateway: Gateway) -> dict[str, Any]:
         "polls_skipped": sum(r.skipped for r in gateway.runners.values()),
         "max_lag": round(max((r.behind for r in gateway.runners.values()), default=0.0), 3),
         "polls_in_flight": gateway.gate.in_flight,
+        "polls_in_flight_limit": gateway.gate.limit,
+        "event_loop_lag": round(gateway.gate.loop_lag, 4),
         "outbox_write_queue": {"messages": queued, "bytes": queued_bytes,
                                "bound": box.limits.write_queue_bytes},
         "outbox_live_window": {"messages": live, "bytes": live_bytes, "spilled": spilled,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import socket
 import time
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("citytwin.hub")
 
 PUBLISH_WINDOW = 8  # publishes in flight at once; aiomqtt warns above 10 pending calls
+OUTBOX_WINDOW = 32  # reports in flight at once: what one broker round trip carries under load
 
 
 @dataclass(slots=True)
@@ -201,7 +201,7 @@ class HubLink:
                 async with self._client() as client:
                     # our own windows bound what is in flight; aiomqtt's warning (one log line
                     # per publish call past 10 pending) would cost more than the publish
-                    client.pending_calls_threshold = 4 * PUBLISH_WINDOW
+                    client.pending_calls_threshold = 2 * (PUBLISH_WINDOW + OUTBOX_WINDOW)
                     backoff.reset()
                     if failures:
                         log.info("hub link restored to %s after %d failed attempts", self.config.url, failures)
@@ -229,10 +229,13 @@ class HubLink:
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
-        while self._state_pending:  # in windows: 1,000 devices have 2,000 state documents
-            window = list(itertools.islice(self._state_pending.items(), PUBLISH_WINDOW))
-            for topic, _ in window:
-                del self._state_pending[topic]
+        # the state as it was at connect, in windows (1,000 devices have 2,000 state documents);
+        # what changes meanwhile goes out with the drain, or a busy box would never get past
+        # this loop: the twins of 1,000 devices change faster than 0.25 core can render them
+        initial = list(self._state_pending)
+        for start in range(0, len(initial), PUBLISH_WINDOW):
+            window = [(t, self._state_pending.pop(t)) for t in initial[start:start + PUBLISH_WINDOW]
+                      if t in self._state_pending]
             state = [Outgoing(topic, _render(d), 1, True) for topic, d in window]
             await asyncio.gather(*(self._publish(client, m) for m in state))
         tasks = [
@@ -279,14 +282,15 @@ class HubLink:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             batch: list[Outgoing] = []
-            while self._state_pending and len(batch) < PUBLISH_WINDOW:
-                topic, data = self._state_pending.popitem()
-                data = _render(data)
-                batch.append(Outgoing(topic, data, 1, True))
+            # replies and gateway events first: a command's answer never waits behind twins
             while self._queue and len(batch) < PUBLISH_WINDOW:
                 m = self._queue.popleft()
                 self._queue_bytes -= len(m.payload)
                 batch.append(m)
+            while self._state_pending and len(batch) < PUBLISH_WINDOW:
+                topic, data = self._state_pending.popitem()
+                data = _render(data)
+                batch.append(Outgoing(topic, data, 1, True))
             if not batch:
                 self._wake.clear()
                 await self._wake.wait()
@@ -316,7 +320,7 @@ class HubLink:
         assert self.outbox is not None
         outbox = self.outbox
         while True:
-            rows = await outbox.take(PUBLISH_WINDOW)
+            rows = await outbox.take(OUTBOX_WINDOW)
             self._outbox_inflight = len(rows)
             started = time.perf_counter()
             try:

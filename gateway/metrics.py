@@ -80,6 +80,8 @@ class OverloadState(Protocol):
 class GateState(Protocol):
     in_flight: int
     in_flight_limit: int
+    limit: int
+    loop_lag: float
 
 
 def _version() -> str:
@@ -251,8 +253,12 @@ class GatewayMetrics:
         if self._gate is not None:
             yield GaugeMetricFamily("citytwin_polls_in_flight", "Polls admitted and not yet done",
                                     value=self._gate.in_flight)
-            yield GaugeMetricFamily("citytwin_polls_in_flight_limit", "gateway.max_polls_in_flight",
-                                    value=self._gate.in_flight_limit)
+            yield GaugeMetricFamily("citytwin_polls_in_flight_limit",
+                                    "Polls admitted at once now (adapted to the loop's lag; at most "
+                                    "gateway.max_polls_in_flight)", value=self._gate.limit)
+            yield GaugeMetricFamily("citytwin_event_loop_lag_seconds",
+                                    "How late the event loop woke last (saturated, or throttled by a CPU quota)",
+                                    value=self._gate.loop_lag)
         hub = self._hub
         if hub is None:
             return

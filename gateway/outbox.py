@@ -77,8 +77,10 @@ class Limits:
     max_bytes: int = 512 * 1024 * 1024
     max_age: float = 7 * 24 * 3600.0
     replay_rate: float = 2000.0
-    write_queue_bytes: int = 4 * 1024 * 1024  # serialized, not yet stored; beyond it polls wait
-    live_window_bytes: int = 4 * 1024 * 1024  # live rows kept in memory; the rest stream from disk
+    write_queue_bytes: int = 1024 * 1024  # serialized, not yet stored; beyond it polls wait
+    # live rows kept in memory; the rest stream from disk and polls wait: small, because what
+    # waits here is latency (256 kB is ~170 reports of 100 properties)
+    live_window_bytes: int = 256 * 1024
 
 
 @dataclass(slots=True)

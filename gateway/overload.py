@@ -3,11 +3,15 @@
 A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
 
 - ``PollGate`` admits polls. A poll waits until the queues downstream have room (the outbox's
-  write queue and its live window, in bytes) and until fewer than ``max_polls_in_flight`` polls
-  are in flight. Waiting here is cheap: no request is sent, no reading exists yet, so nothing
-  goes stale while it waits, and a saturated event loop never holds more than that many
-  answers at once. The runner counts a poll admitted a period or more late, and stretches its
-  schedule (``gateway/runner.py``). Commands never pass through the gate.
+  write queue and its live window, in bytes) and until fewer polls are in flight than the
+  gate's current limit. Waiting here is cheap: no request is sent, no reading exists yet, so
+  nothing goes stale while it waits. The limit adapts (additive increase, multiplicative
+  decrease, as TCP's window does) to the event loop's lag, measured every 50 ms: a loop that
+  wakes late is saturated, or, under a CPU quota, throttled by the kernel for the rest of its
+  period, and then every command and every answer waits too. Keeping the lag under
+  ``loop_lag_target`` leaves the box headroom for commands, whatever the offered load; what
+  does not fit is shed as polls. The runner counts a poll admitted a period or more late and
+  stretches its schedule (``gateway/runner.py``). Commands never pass through the gate.
 - ``OverloadMonitor`` looks once a second at what the runners and queues say, and names the
   cause: ``/health`` and ``/status`` report ``degraded: overloaded: <cause>``, a gauge says
   it, and one log line is written when the state changes (not per poll). It leaves the state
@@ -17,6 +21,7 @@ A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,22 +32,60 @@ log = logging.getLogger("citytwin.overload")
 
 
 class PollGate:
-    def __init__(self, in_flight: int, room: Callable[[], Awaitable[None]] | None = None) -> None:
-        self._slots = asyncio.Semaphore(in_flight)
+    def __init__(self, in_flight: int, room: Callable[[], Awaitable[None]] | None = None,
+                 lag_target: float = 0.01) -> None:
         self._room = room
-        self.in_flight_limit = in_flight
+        self.in_flight_limit = in_flight  # the configured ceiling
+        self.limit = in_flight  # the current limit, adapted to the loop's lag
+        self.lag_target = lag_target
+        self.loop_lag = 0.0  # the last measured lag of the event loop, seconds
         self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
         if self._room is not None:
             await self._room()  # a full queue slows polling; it never grows the heap
-        async with self._slots:
-            self.in_flight += 1
+        while self.in_flight >= self.limit or self._waiters:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
             try:
-                yield
-            finally:
-                self.in_flight -= 1
+                await future
+            except BaseException:
+                if future in self._waiters:
+                    self._waiters.remove(future)
+                elif future.done() and not future.cancelled():
+                    self._wake()  # woken while being cancelled: wake the next one instead
+                raise
+            if self.in_flight < self.limit:
+                break
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        room = self.limit - self.in_flight
+        while room > 0 and self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                room -= 1
+
+    async def govern(self, every: float = 0.05) -> None:
+        """Adapt the limit to the event loop's lag, forever (a gateway task)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(every)
+            self.loop_lag = lag = max(0.0, loop.time() - before - every)
+            if lag > self.lag_target:
+                self.limit = max(1, self.limit // 2)
+            elif lag < self.lag_target / 2 and self.limit < self.in_flight_limit:
+                self.limit += 1
+                self._wake()
 
 
 class RunnerState(Protocol):

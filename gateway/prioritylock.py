@@ -43,7 +43,7 @@ class PriorityLock:
         except BaseException:
             if future.done() and not future.cancelled():
                 self.release()  # granted while being cancelled: pass it on
-            else:
+            elif future in queue:  # release() may have skipped (and dropped) it already
                 queue.remove(future)
             raise
 
