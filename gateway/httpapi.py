@@ -111,6 +111,7 @@ def _load(gateway: Gateway) -> dict[str, Any]:
         "polls_in_flight": gateway.gate.in_flight,
         "polls_in_flight_limit": gateway.gate.limit,
         "event_loop_lag": round(gateway.gate.loop_lag, 4),
+        "polls_admitted_per_s_limit": round(gateway.gate.rate, 1) if gateway.gate.rate is not None else None,
         "outbox_write_queue": {"messages": queued, "bytes": queued_bytes,
                                "bound": box.limits.write_queue_bytes},
         "outbox_live_window": {"messages": live, "bytes": live_bytes, "spilled": spilled,

@@ -82,6 +82,7 @@ class GateState(Protocol):
     in_flight_limit: int
     limit: int
     loop_lag: float
+    rate: float | None
 
 
 def _version() -> str:
@@ -259,6 +260,9 @@ class GatewayMetrics:
             yield GaugeMetricFamily("citytwin_event_loop_lag_seconds",
                                     "How late the event loop woke last (saturated, or throttled by a CPU quota)",
                                     value=self._gate.loop_lag)
+            yield GaugeMetricFamily("citytwin_polls_admitted_rate_limit",
+                                    "Polls admitted per second at most (0: no rate limit; set when even one "
+                                    "poll at a time overloads the box)", value=self._gate.rate or 0.0)
         hub = self._hub
         if hub is None:
             return

@@ -4,8 +4,9 @@ A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
 
 - ``PollGate`` admits polls. A poll waits until the queues downstream have room (the outbox's
   write queue and its live window, in bytes) and until fewer polls are in flight than the
-  gate's current limit. Waiting here is cheap: no request is sent, no reading exists yet, so
-  nothing goes stale while it waits. The limit adapts (additive increase, multiplicative
+  gate's current limit, and, once even one poll at a time is too much, no faster than its
+  current rate. Waiting here is cheap: no request is sent, no reading exists yet, so nothing
+  goes stale while it waits. Limit and rate adapt (additive or gentle increase, multiplicative
   decrease, as TCP's window does) to the event loop's lag, measured every 50 ms: a loop that
   wakes late is saturated, or, under a CPU quota, throttled by the kernel for the rest of its
   period, and then every command and every answer waits too. Keeping the lag under
@@ -38,9 +39,13 @@ class PollGate:
         self.in_flight_limit = in_flight  # the configured ceiling
         self.limit = in_flight  # the current limit, adapted to the loop's lag
         self.lag_target = lag_target
-        self.loop_lag = 0.0  # the last measured lag of the event loop, seconds
+        self.loop_lag = 0.0  # the event loop's lag, seconds (smoothed)
+        self.rate: float | None = None  # admissions per second allowed; None: no rate limit
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._admitted = 0  # admissions since the last measurement
+        self._admit_rate = 0.0  # admissions per second (smoothed)
+        self._next_at = 0.0  # loop time at which the next admission may start (pacing)
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -61,6 +66,14 @@ class PollGate:
                 break
         self.in_flight += 1
         try:
+            rate = self.rate
+            if rate is not None:  # paced: admissions 1/rate apart (at most ``limit`` wait here)
+                now = asyncio.get_running_loop().time()
+                at = max(now, self._next_at)
+                self._next_at = at + 1.0 / rate
+                if at > now:
+                    await asyncio.sleep(at - now)
+            self._admitted += 1
             yield
         finally:
             self.in_flight -= 1
@@ -80,10 +93,26 @@ class PollGate:
         while True:
             before = loop.time()
             await asyncio.sleep(every)
-            self.loop_lag = lag = max(0.0, loop.time() - before - every)
-            if lag > self.lag_target:
+            elapsed = loop.time() - before
+            self.adjust(max(0.0, elapsed - every), self._admitted / elapsed)
+            self._admitted = 0
+
+    def adjust(self, lag: float, admitted_per_s: float) -> None:
+        """One step of the control loop: the lag just measured, and the admissions since the last."""
+        self.loop_lag = lag = 0.7 * self.loop_lag + 0.3 * lag
+        self._admit_rate = 0.8 * self._admit_rate + 0.2 * admitted_per_s
+        if lag > self.lag_target:
+            if self.limit > 1:
                 self.limit = max(1, self.limit // 2)
-            elif lag < self.lag_target / 2 and self.limit < self.in_flight_limit:
+            else:  # one poll at a time is still too much: pace them
+                current = self._admit_rate if self.rate is None else min(self.rate, self._admit_rate)
+                self.rate = max(1.0, 0.8 * current)
+        elif lag < 0.8 * self.lag_target:
+            if self.rate is not None:
+                self.rate *= 1.1
+                if self.rate > 4 * max(self._admit_rate, 1.0):
+                    self.rate = None  # no longer what holds polls back
+            elif self.limit < self.in_flight_limit:
                 self.limit += 1
                 self._wake()
 
