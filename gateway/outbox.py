@@ -490,12 +490,19 @@ class Outbox:
         chunk: list[Row] = await self._run(self._read_rows, after, None, LIVE_CHUNK, False)
         if not self._connected:
             return  # the session ended meanwhile: these rows are the next session's backlog
+        read = len(chunk)
         chunk = [r for r in chunk if r.id is not None and r.id > self._live_cursor]
-        if chunk:
-            self._live.extend(chunk)
-            self._live_bytes += sum(len(r.payload) for r in chunk)
-            self._live_cursor = chunk[-1].id or self._live_cursor
-        if len(chunk) < LIVE_CHUNK:
+        kept, size, window = 0, self._live_bytes, self.limits.live_window_bytes
+        for row in chunk:  # what fits the window (at least one row); the rest is read again later
+            if kept and size + len(row.payload) > window:
+                break
+            size += len(row.payload)
+            kept += 1
+        if kept:
+            self._live.extend(chunk[:kept])
+            self._live_bytes = size
+            self._live_cursor = chunk[kept - 1].id or self._live_cursor
+        if read < LIVE_CHUNK and kept == len(chunk):
             # caught up with the disk: rows stored from now on (their store completes after this
             # read, on the same single writer thread) join the lane from memory again
             self._live_spilled = False
