@@ -1,4 +1,6 @@
-"""``citytwin bench [SCENARIO…] [--quick]``: the six scenarios of issue 7, side by side.
+"""``citytwin bench [SCENARIO…] [--quick]``: the six scenarios of issue 7, side by side, and
+the edge-box profile of issue 13 (``edgebox``, named explicitly: every subject inside a fixed
+CPU quota against offered load; see ``edgebox.py``).
 
 Every figure comes from real processes over loopback (see ``runner.py``) and carries the
 gateway process's CPU (% of one core) and RSS. Subjects run one after another on the same
@@ -24,12 +26,12 @@ from typing import Any
 
 import orjson
 
-from benchmarks import thingsboard
+from benchmarks import edgebox, thingsboard
 from benchmarks.procs import Mosquitto
 from benchmarks.runner import Plan, measure
 from benchmarks.subjects import Citytwin, CitytwinFleet, Naive, PumpStations, Shape, Subject
 from benchmarks.thingsboard import ThingsBoard
-from citytwin.gateway.cli.bench import SCENARIOS, add_arguments
+from citytwin.gateway.cli.bench import PROFILES, SCENARIOS, add_arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +45,17 @@ class Settings:
     warmup: float
     commands: int
     outage: float
+    edgebox: edgebox.Profile
 
 
 FULL = Settings(
     throughput=(Shape(50, 20, 0.1), Shape(100, 100, 0.1), Shape(1000, 100, 1.0)), sim=Shape(50, 17, 0.1, "sim"),
     latency=Shape(50, 18, 0.1), big=Shape(1000, 100, 1.0), recovery=Shape(100, 98, 1.0),
-    seconds=10.0, warmup=3.0, commands=1000, outage=60.0,
+    seconds=10.0, warmup=3.0, commands=1000, outage=60.0, edgebox=edgebox.FULL,
 )
 QUICK = Settings(
     throughput=(Shape(10, 20, 0.1),), sim=Shape(3, 17, 0.1, "sim"), latency=Shape(10, 18, 0.1), big=Shape(100, 100, 1.0),
-    recovery=Shape(10, 20, 0.2), seconds=1.5, warmup=0.5, commands=20, outage=1.5,
+    recovery=Shape(10, 20, 0.2), seconds=1.5, warmup=0.5, commands=20, outage=1.5, edgebox=edgebox.QUICK,
 )
 
 
@@ -77,7 +80,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "cpu": model, "platform": platform.platform(),
-            "load_avg_at_start": os.getloadavg()}
+            "load_avg_at_start": os.getloadavg(), "load_avg_now": os.getloadavg()}
 
 
 class Bench:
@@ -110,6 +113,8 @@ class Bench:
 
     async def scenario(self, name: str) -> list[dict[str, Any]]:
         s = self.settings
+        if name == "edgebox":
+            return await edgebox.run(s.edgebox, self.subjects, self.work, self.log)
         out = []
         for subject in self.subjects:
             if name == "throughput":
@@ -182,6 +187,10 @@ def tables(results: dict[str, list[dict[str, Any]]], subjects: list[str]) -> str
     others = [s for s in subjects if s != "citytwin"]
     lines: list[str] = []
     for scenario, runs in results.items():
+        if scenario == "edgebox":
+            lines += ["### edgebox (CPU quota per subject; ratios against the naive baseline at the same "
+                      "quota and load, same run)", *edgebox.table(runs)]
+            continue
         shapes = list(dict.fromkeys(r["shape"] for r in runs))
         header = ["shape", "figure", "citytwin", *(x for o in others for x in (o, f"citytwin vs {o}"))]
         lines += [f"### {scenario}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -210,14 +219,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record(args: argparse.Namespace, settings: Settings, started: str, names: list[str], scenarios: list[str],
-           notes: list[str], results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+           notes: list[str], results: dict[str, list[dict[str, Any]]], machine_: dict[str, Any]) -> dict[str, Any]:
+    machine_["load_avg_now"] = os.getloadavg()
     return {
-        "benchmark": "bench", "when": started, "quick": args.quick, "machine": machine(), "versions": versions(),
+        "benchmark": "bench", "when": started, "quick": args.quick, "machine": machine_, "versions": versions(),
         "subjects": names, "scenarios": scenarios, "notes": notes,
         "settings": {"throughput": [s.label for s in settings.throughput], "sim": settings.sim.label,
                      "latency": settings.latency.label, "big": settings.big.label,
                      "recovery": settings.recovery.label, "seconds": settings.seconds,
-                     "warmup": settings.warmup, "commands": settings.commands, "outage_s": settings.outage},
+                     "warmup": settings.warmup, "commands": settings.commands, "outage_s": settings.outage,
+                     "edgebox": settings.edgebox.describe()},
         "results": results,
     }
 
@@ -228,7 +239,9 @@ def write(stem: Path, rec: dict[str, Any], notes: list[str]) -> str:
     text = tables(rec["results"], rec["subjects"])
     machine_, quick = rec["machine"], " (quick)" if rec["quick"] else ""
     summary = [f"# citytwin bench {rec['when']}{quick}", "",
-               f"Machine: {machine_['cpus']} CPUs, {machine_['cpu']}; "
+               f"Machine: {machine_['cpus']} CPUs, {machine_['cpu']}; load average "
+               f"{' '.join(f'{x:.1f}' for x in machine_['load_avg_at_start'])} at the start, "
+               f"{' '.join(f'{x:.1f}' for x in machine_['load_avg_now'])} at the end; "
                f"versions: {', '.join(f'{k} {v}' for k, v in rec['versions'].items())}.", "",
                "Ratios are citytwin's advantage (>1× means citytwin is better), measured in the same run.", "",
                *[f"> {n}" for n in notes], "", text]
@@ -237,9 +250,10 @@ def write(stem: Path, rec: dict[str, Any], notes: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    unknown = [s for s in args.scenarios if s not in SCENARIOS + PROFILES]
     if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS + PROFILES)}",
+              file=sys.stderr)
         return 2
     scenarios = args.scenarios or list(SCENARIOS)
     settings = QUICK if args.quick else FULL
@@ -258,13 +272,14 @@ def run(args: argparse.Namespace) -> int:
     stem = args.output / f"bench-{started.replace(':', '')}{'-quick' if args.quick else ''}"
     args.output.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {}
+    machine_ = machine()
     with tempfile.TemporaryDirectory(prefix="citytwin-bench-") as tmp:
         bench = Bench(settings, subjects, Path(tmp), lambda text: print(text, flush=True))
         for scenario in scenarios:
             print(f"{scenario}:", flush=True)
             results[scenario] = asyncio.run(bench.scenario(scenario))
-            write(stem, record(args, settings, started, names, scenarios, notes, results), notes)  # partial
-    text = write(stem, record(args, settings, started, names, scenarios, notes, results), notes)
+            write(stem, record(args, settings, started, names, scenarios, notes, results, machine_), notes)  # partial
+    text = write(stem, record(args, settings, started, names, scenarios, notes, results, machine_), notes)
     print(text)
     for note in notes:
         print(note)

@@ -20,6 +20,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
+from benchmarks.cpuquota import CpuQuota
 from benchmarks.procs import Mosquitto, ProcStats, Slave, Subscriber, stop
 from benchmarks.subjects import Shape, Subject, device_id
 from benchmarks.thingsboard import session_limits_reply
@@ -33,6 +34,7 @@ class Plan:
     commands: int = 0
     outage: float = 0.0  # broker down this long (recovery), 0: no outage
     drain_timeout: float = 60.0
+    commands_budget: float = 0.0  # stop sending commands after this many seconds (0: no limit)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -92,11 +94,14 @@ class Hub:
                 if future is not None and not future.done():
                     future.set_result(time.perf_counter())
 
-    async def round_trips(self, count: int, devices: int) -> dict[str, Any]:
+    async def round_trips(self, count: int, devices: int, budget: float = 0.0) -> dict[str, Any]:
         rtts: list[float] = []
         failures = 0
         loop = asyncio.get_running_loop()
+        stop_at = loop.time() + budget if budget else None
         for n in range(count):
+            if stop_at is not None and loop.time() > stop_at:
+                break
             client = self.client
             if client is None:
                 await asyncio.sleep(0.1)
@@ -120,7 +125,7 @@ class Hub:
                 "p99_ms": percentile(rtts, 0.99), "max_ms": round(max(rtts), 3) if rtts else None}
 
 
-async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path) -> dict[str, Any]:
+async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path, quota: CpuQuota | None = None) -> dict[str, Any]:
     broker = Mosquitto(work)  # creates ``work``
     broker.start()
     slave = Slave(shape.k)
@@ -134,6 +139,8 @@ async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path) -> dic
         await asyncio.wait_for(ready.wait(), 10)
         spawned = time.monotonic()
         proc = subject.start(work, broker.port, slave.port, shape)
+        if quota is not None:
+            quota.add(proc.pid)  # the edge-box profile: the subject (its threads and children) only
         stats = ProcStats(proc.pid)
         sampler = asyncio.create_task(stats.run_sampler())
         first = all_seen = None
@@ -176,7 +183,7 @@ async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path) -> dic
         result["steady"] = steady
         if plan.commands:
             stats.reset()
-            result["commands"] = await hub.round_trips(plan.commands, shape.devices) | stats.figures()
+            result["commands"] = await hub.round_trips(plan.commands, shape.devices, plan.commands_budget) | stats.figures()
         if plan.outage:
             result["recovery"] = await _outage(broker, subscriber, stats, steady["points_per_s"], plan)
         return result

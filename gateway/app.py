@@ -33,6 +33,7 @@ from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
 from citytwin.gateway.metrics import GatewayMetrics
 from citytwin.gateway.outbox import Limits, Outbox
+from citytwin.gateway.overload import OverloadMonitor, PollGate
 from citytwin.gateway.pipeline import DevicePipeline
 from citytwin.gateway.remoteconfig import RemoteConfig
 from citytwin.gateway.runner import DeviceRunner
@@ -64,7 +65,8 @@ class Gateway:
         box = config.outbox
         self.outbox = Outbox(
             data_dir / "outbox.db",
-            Limits(box.max_messages, box.max_bytes, box.max_age, box.replay_rate),
+            Limits(box.max_messages, box.max_bytes, box.max_age, box.replay_rate,
+                   box.write_queue_bytes, box.live_window_bytes),
             self._on_outbox_drop,
         )
         self.outbox.on_replayed = self._on_backlog_replayed
@@ -72,6 +74,10 @@ class Gateway:
         self.store = TwinStore(Path(config.gateway.data_dir) / "twins.db")
         self.twins: dict[str, Twin] = {}
         self.runners: dict[str, DeviceRunner] = {}
+        # polls wait for room in the outbox's bounded queues and for a slot in flight (issue 13)
+        self.gate = PollGate(config.gateway.max_polls_in_flight, self.outbox.wait_room,
+                             config.gateway.loop_lag_target)
+        self.overload = OverloadMonitor(self.runners, [self.outbox, self.hub])
         self.command_log = CommandLog(data_dir / "commands.db", config.commands.retention)
         self.audit = AuditLog(data_dir / "audit.log")
         self.access = Access(config.access, {})
@@ -88,6 +94,7 @@ class Gateway:
         self._twin_dirty: set[str] = set()
         self.metrics.watch_hub(self.hub)
         self.metrics.watch_outbox(self.outbox)
+        self.metrics.watch_overload(self.overload, self.gate)
         self.hub.metrics = self.relay.metrics = self.metrics
         self.http = HttpApi(self, config.http) if config.http.enabled else None
         self.started_ms: int = now_ms()
@@ -111,8 +118,12 @@ class Gateway:
         interrupted = await self.command_log.open()
         self._stored = stored
         self._hub_task = self.tasks.spawn(self.hub.run(), "hub")
-        for device_id, spec in list(self.specs.items()):
+        self.tasks.spawn(self.overload.run(), "overload")
+        self.tasks.spawn(self.gate.govern(), "poll-gate")
+        for n, (device_id, spec) in enumerate(list(self.specs.items())):
             self._start_device(device_id, spec)
+            if n % 16 == 15:
+                await asyncio.sleep(0)  # start-up streams: devices built so far begin polling now
         self.relay.report_interrupted(interrupted)
         self._housekeeper = self.tasks.spawn(self._housekeeping(), "housekeeping")
         self.remote.publish_state()
@@ -135,7 +146,7 @@ class Gateway:
         driver = self.driver_factory(spec.config.driver, spec.config.connection, spec.driver_points())
         # the runner is the one door to the device: polls, pushes, writes and calls go through it
         runner = DeviceRunner(spec, driver, pipeline, self._on_status, self.config.hub.snapshot_interval,
-                              self.metrics.device(device_id, spec.model.services))
+                              self.metrics.device(device_id, spec.model.services), self.gate)
         self.specs[device_id] = spec
         self.access.groups[device_id] = set(spec.config.groups)
         self.runners[device_id] = runner
@@ -286,11 +297,14 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             if loop.time() >= next_publish:
-                next_publish = loop.time() + publish_every
+                # overloaded: twins (a rendered document each) are the first thing to shed
+                next_publish = loop.time() + publish_every * (10 if self.overload.cause else 1)
                 for device_id in list(self._twin_dirty):
                     self._publish_twin(device_id)
             if loop.time() >= next_flush:
-                next_flush = loop.time() + self.config.gateway.flush_interval
+                # overloaded: persisting every twin each second is shed too (a crash then loses
+                # up to 10 flush intervals of twin history; reports are in the outbox regardless)
+                next_flush = loop.time() + self.config.gateway.flush_interval * (10 if self.overload.cause else 1)
                 await self.flush()
 
     async def flush(self) -> None:

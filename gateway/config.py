@@ -48,6 +48,12 @@ class GatewaySection(Strict):
     twin_publish_interval: PositiveSeconds = 1.0
     # the city's coding scheme for asset identifiers: every device ``uid`` must match it whole
     uid_pattern: str | None = None
+    # polls in flight at once, gateway-wide; more wait to start (no request is sent while they
+    # wait, so nothing goes stale), which bounds the work a saturated box holds at once
+    max_polls_in_flight: Annotated[int, IntRange(1, 100_000)] = 32
+    # the event loop's lag the poll gate aims to stay under (it admits fewer polls at once when
+    # the loop wakes later than this): headroom for commands on a saturated or throttled box
+    loop_lag_target: PositiveSeconds = 0.01
 
     @field_validator("uid_pattern")
     @classmethod
@@ -68,6 +74,11 @@ class OutboxSection(Strict):
     max_age: PositiveSeconds = 7 * 24 * 3600.0
     # backlog replay after an outage, messages per second, so the hub is not flooded
     replay_rate: PositiveSeconds = 2000.0
+    # memory bounds (issue 13): reports serialized but not yet stored, and live reports held for
+    # the hub link; when either is full the next polls wait (they stretch and are counted as
+    # skipped) instead of the heap growing. Live reports beyond the window stream from disk.
+    write_queue_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 1024 * 1024
+    live_window_bytes: Annotated[int, IntRange(1024, 1 << 40)] = 256 * 1024
 
 
 class TlsSection(Strict):
@@ -100,6 +111,8 @@ class HubSection(Strict):
     snapshot_interval: PositiveSeconds = 60.0
     # messages held in memory while the hub is unreachable; the oldest are dropped beyond it
     queue_limit: Annotated[int, IntRange(100, 10_000_000)] = 100_000
+    # ... and at most this many payload bytes (replies and gateway events; reports use the outbox)
+    queue_bytes: Annotated[int, IntRange(64 * 1024, 1 << 40)] = 8 * 1024 * 1024
     # also publish each property's value, retained and bare, on {p}/{gw}/{dev}/values/{name}, so
     # WoT consumers can read and observe it over MQTT (one more message per changed property)
     property_topics: bool = False

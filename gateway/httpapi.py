@@ -38,7 +38,10 @@ def now_ms() -> int:
 
 def health(gateway: Gateway) -> dict[str, Any]:
     """Healthy only while the hub link is up, every device is online and none has been silent
-    too long, no gateway task has crashed and the audit log can be written (docs/operations.md)."""
+    too long, no gateway task has crashed and the audit log can be written (docs/operations.md).
+
+    An overloaded gateway is ``degraded`` (``"overloaded: <cause>"``), not unhealthy: it sheds
+    polls by design and keeps every stored message, and a restart would not make the box faster."""
     section = gateway.config.http
     problems: list[str] = []
     if not gateway.hub.connected:
@@ -57,7 +60,7 @@ def health(gateway: Gateway) -> dict[str, Any]:
         problems.append(f"task {name} crashed: {error}")
     if gateway.audit.last_error is not None:
         problems.append(f"audit log cannot be written: {gateway.audit.last_error}")
-    return {"healthy": not problems, "problems": problems}
+    return {"healthy": not problems, "degraded": gateway.overload.degraded, "problems": problems}
 
 
 def status(gateway: Gateway) -> dict[str, Any]:
@@ -76,6 +79,8 @@ def status(gateway: Gateway) -> dict[str, Any]:
             "last_seen": seen or None,
             "silent_for": round((now - (seen or runner.started_ms)) / 1000, 1),
             "polls": runner.polls,
+            "skipped": runner.skipped,
+            "lag": round(runner.behind, 3),
             "failures": runner.failures,
             "poll_period": runner.spec.config.poll_period,
             "link": runner.status()["link"],  # what the driver knows of its link (Driver.health)
@@ -87,8 +92,31 @@ def status(gateway: Gateway) -> dict[str, Any]:
                 "dropped": hub.dropped, "backlog": {"messages": messages, "bytes": size,
                                                     "oldest_age": round(age, 1)}},
         "devices": devices,
+        "load": _load(gateway),
         "health": health(gateway),
         "ts": now,
+    }
+
+
+def _load(gateway: Gateway) -> dict[str, Any]:
+    """Overload state and the bounded queues, for /status (issue 13)."""
+    box = gateway.outbox
+    queued, queued_bytes = box.pending
+    live, live_bytes, spilled = box.live
+    monitor = gateway.overload
+    return {
+        "degraded": monitor.degraded,
+        "since": int(monitor.since * 1000) if monitor.since is not None else None,
+        "polls_skipped": sum(r.skipped for r in gateway.runners.values()),
+        "max_lag": round(max((r.behind for r in gateway.runners.values()), default=0.0), 3),
+        "polls_in_flight": gateway.gate.in_flight,
+        "polls_in_flight_limit": gateway.gate.limit,
+        "event_loop_lag": round(gateway.gate.loop_lag, 4),
+        "polls_admitted_per_s_limit": round(gateway.gate.rate, 1) if gateway.gate.rate is not None else None,
+        "outbox_write_queue": {"messages": queued, "bytes": queued_bytes,
+                               "bound": box.limits.write_queue_bytes},
+        "outbox_live_window": {"messages": live, "bytes": live_bytes, "spilled": spilled,
+                               "bound": box.limits.live_window_bytes},
     }
 
 

@@ -1,9 +1,11 @@
 """The MQTT connection to the city hub: publishes what the gateway produces, receives commands.
 
 No business logic lives here. Acquisition never waits for the hub: ``send`` only appends to
-an in-memory queue (bounded, oldest dropped and counted when full) and ``send_state`` keeps
-the latest retained document per topic, so a reconnect republishes current state once
-instead of every stale version. On every (re)connect the link subscribes first, then
+an in-memory queue (bounded in messages and in bytes, oldest dropped and counted when full)
+and ``send_state`` keeps the latest retained document per topic, so a reconnect republishes
+current state once instead of every stale version, and twin publications coalesce per
+device whatever the load. Reports and events do not pass through this queue: they come from
+the outbox, whose own bounds slow polling when the hub falls behind (``gateway/outbox.py``). On every (re)connect the link subscribes first, then
 publishes the retained state, then drains the queue in order.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import socket
 import time
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("citytwin.hub")
 
 PUBLISH_WINDOW = 8  # publishes in flight at once; aiomqtt warns above 10 pending calls
+OUTBOX_WINDOW = 32  # reports in flight at once: what one broker round trip carries under load
 
 
 @dataclass(slots=True)
@@ -85,6 +87,7 @@ class HubLink:
         self.points_published = 0
         self.metrics: GatewayMetrics | None = None
         self._queue: collections.deque[Outgoing] = collections.deque()
+        self._queue_bytes = 0
         # bytes, or a function that renders them when published (a 100-property twin is ~20 kB:
         # 1,000 kept rendered would hold ~60 MB for a reconnect that may never come)
         self._state: dict[str, bytes | Callable[[], bytes]] = {}
@@ -100,15 +103,24 @@ class HubLink:
         self, topic: str, payload: Any, qos: int | None = None, correlation: bytes | None = None, points: int = 0
     ) -> None:
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        if len(self._queue) >= self.config.queue_limit:
-            self._queue.popleft()
+        limit, limit_bytes = self.config.queue_limit, self.config.queue_bytes
+        while self._queue and (len(self._queue) >= limit or self._queue_bytes + len(data) > limit_bytes):
+            self._queue_bytes -= len(self._queue.popleft().payload)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
-                log.warning("hub queue full (%d): dropped %d oldest messages so far",
-                            self.config.queue_limit, self.dropped)
+                log.warning("hub queue full (%d messages or %d bytes): dropped %d oldest messages so far",
+                            limit, limit_bytes, self.dropped)
         self._queue.append(Outgoing(topic, data, self.config.qos if qos is None else qos, False, correlation,
                                     points, time.monotonic()))
+        self._queue_bytes += len(data)
         self._wake.set()
+
+    def congestion(self) -> str | None:
+        """Whether the memory queue is nearly full (replies and gateway events would be dropped)."""
+        if self._queue_bytes >= 0.9 * self.config.queue_bytes or len(self._queue) >= 0.9 * self.config.queue_limit:
+            return (f"hub link memory queue nearly full ({len(self._queue)} messages, {self._queue_bytes} bytes; "
+                    f"bounds {self.config.queue_limit}, {self.config.queue_bytes})")
+        return None
 
     def send_state(self, topic: str, payload: Any) -> None:
         """A retained state document; only the latest per topic is kept and sent.
@@ -124,8 +136,7 @@ class HubLink:
     def backlog(self) -> tuple[int, int, float]:
         """(messages waiting, their payload bytes, age in seconds of the oldest); O(n), for scrapes."""
         waiting = len(self._queue) + len(self._state_pending)
-        size = sum(len(m.payload) for m in self._queue) + sum(
-            len(d) for d in self._state_pending.values() if isinstance(d, bytes))
+        size = self._queue_bytes + sum(len(d) for d in self._state_pending.values() if isinstance(d, bytes))
         age = time.monotonic() - self._queue[0].born if self._queue else 0.0
         return waiting, size, age
 
@@ -203,7 +214,7 @@ class HubLink:
                 async with self._client() as client:
                     # our own windows bound what is in flight; aiomqtt's warning (one log line
                     # per publish call past 10 pending) would cost more than the publish
-                    client.pending_calls_threshold = 4 * PUBLISH_WINDOW
+                    client.pending_calls_threshold = 2 * (PUBLISH_WINDOW + OUTBOX_WINDOW)
                     backoff.reset()
                     if failures:
                         log.info("hub link restored to %s after %d failed attempts", self.config.url, failures)
@@ -231,10 +242,13 @@ class HubLink:
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
-        while self._state_pending:  # in windows: 1,000 devices have 2,000 state documents
-            window = list(itertools.islice(self._state_pending.items(), PUBLISH_WINDOW))
-            for topic, _ in window:
-                del self._state_pending[topic]
+        # the state as it was at connect, in windows (1,000 devices have 2,000 state documents);
+        # what changes meanwhile goes out with the drain, or a busy box would never get past
+        # this loop: the twins of 1,000 devices change faster than 0.25 core can render them
+        initial = list(self._state_pending)
+        for start in range(0, len(initial), PUBLISH_WINDOW):
+            window = [(t, self._state_pending.pop(t)) for t in initial[start:start + PUBLISH_WINDOW]
+                      if t in self._state_pending]
             state = [Outgoing(topic, _render(d), 1, True) for topic, d in window]
             await asyncio.gather(*(self._publish(client, m) for m in state))
         tasks = [
@@ -281,12 +295,15 @@ class HubLink:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             batch: list[Outgoing] = []
+            # replies and gateway events first: a command's answer never waits behind twins
+            while self._queue and len(batch) < PUBLISH_WINDOW:
+                m = self._queue.popleft()
+                self._queue_bytes -= len(m.payload)
+                batch.append(m)
             while self._state_pending and len(batch) < PUBLISH_WINDOW:
                 topic, data = self._state_pending.popitem()
                 data = _render(data)
                 batch.append(Outgoing(topic, data, 1, True))
-            while self._queue and len(batch) < PUBLISH_WINDOW:
-                batch.append(self._queue.popleft())
             if not batch:
                 self._wake.clear()
                 await self._wake.wait()
@@ -303,6 +320,7 @@ class HubLink:
                         self._state_pending.setdefault(m.topic, self._state.get(m.topic, m.payload))
                     else:
                         self._queue.appendleft(m)
+                        self._queue_bytes += len(m.payload)
                 raise
             self._inflight = 0
             self.published += len(batch)
@@ -315,7 +333,7 @@ class HubLink:
         assert self.outbox is not None
         outbox = self.outbox
         while True:
-            rows = await outbox.take(PUBLISH_WINDOW)
+            rows = await outbox.take(OUTBOX_WINDOW)
             self._outbox_inflight = len(rows)
             started = time.perf_counter()
             try:

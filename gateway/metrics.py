@@ -51,6 +51,12 @@ class OutboxState(Protocol):
     """What the collector reads from the durable outbox at scrape time."""
 
     @property
+    def pending(self) -> tuple[int, int]: ...
+
+    @property
+    def live(self) -> tuple[int, int, bool]: ...
+
+    @property
     def stats(self) -> OutboxStats: ...
 
     @property
@@ -61,6 +67,22 @@ class OutboxState(Protocol):
 
     @property
     def oldest_age(self) -> float: ...
+
+
+class OverloadState(Protocol):
+    @property
+    def cause(self) -> str | None: ...
+
+    @property
+    def episodes(self) -> int: ...
+
+
+class GateState(Protocol):
+    in_flight: int
+    in_flight_limit: int
+    limit: int
+    loop_lag: float
+    rate: float | None
 
 
 def _version() -> str:
@@ -81,6 +103,8 @@ class DeviceMetrics:
         self._points = owner.points_read.labels(device)
         self._last_ok = owner.last_success.labels(device)
         self._reported = owner.points_reported.labels(device)
+        self._skipped = owner.polls_skipped.labels(device)
+        self._lag = owner.poll_lag.labels(device)
         self._online.set(0)
 
     def set_online(self, online: bool) -> None:
@@ -107,6 +131,13 @@ class DeviceMetrics:
     def reported(self, points: int) -> None:
         self._reported.inc(points)
 
+    def skipped(self, polls: int) -> None:
+        """Poll ticks missed: the previous poll ended after they were due (polls stretch)."""
+        self._skipped.inc(polls)
+
+    def lag(self, seconds: float) -> None:
+        self._lag.set(seconds)
+
 
 class GatewayMetrics:
     def __init__(self, gateway_id: str, process: bool = True) -> None:
@@ -115,6 +146,8 @@ class GatewayMetrics:
         self._services: dict[str, frozenset[str]] = {}
         self._hub: HubState | None = None
         self._outbox: OutboxState | None = None
+        self._overload: OverloadState | None = None
+        self._gate: GateState | None = None
         self._device_count = 0
         self.device_online = Gauge(
             "citytwin_device_online", "1 while the device answers its polls, else 0",
@@ -134,6 +167,14 @@ class GatewayMetrics:
             ["device"], registry=reg)
         self.points_reported = Counter(
             "citytwin_device_points_reported", "Properties handed to the hub link in reports",
+            ["device"], registry=reg)
+        self.polls_skipped = Counter(
+            "citytwin_device_polls_skipped",
+            "Poll ticks skipped because the previous poll ended after they were due (load shed at the source)",
+            ["device"], registry=reg)
+        self.poll_lag = Gauge(
+            "citytwin_device_poll_lag_seconds",
+            "How late the last poll started after it was due (waiting for the event loop, a slot or queue room)",
             ["device"], registry=reg)
         self.publish_latency = Histogram(
             "citytwin_hub_publish_latency_seconds",
@@ -169,6 +210,10 @@ class GatewayMetrics:
     def watch_outbox(self, outbox: OutboxState) -> None:
         self._outbox = outbox
 
+    def watch_overload(self, overload: OverloadState, gate: GateState) -> None:
+        self._overload = overload
+        self._gate = gate
+
     def device(self, device: str, services: Iterable[str]) -> DeviceMetrics:
         self._services[device] = frozenset(services)
         self._device_count = len(self._services)
@@ -179,7 +224,7 @@ class GatewayMetrics:
         self._services.pop(device, None)
         self._device_count = len(self._services)
         for metric in (self.device_online, self.poll_duration, self.points_read, self.last_success,
-                       self.points_reported):
+                       self.points_reported, self.polls_skipped, self.poll_lag):
             metric.remove(device)
         for labelled in (self.read_errors, self.commands, self.command_duration):
             labelled.remove_by_labels({"device": device})
@@ -200,6 +245,24 @@ class GatewayMetrics:
     def live(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("citytwin_gateway_devices", "Devices configured and running",
                                 value=self._device_count)
+        if self._overload is not None:
+            yield GaugeMetricFamily("citytwin_gateway_overloaded",
+                                    "1 while the gateway sheds load (/health says the cause), else 0",
+                                    value=1 if self._overload.cause is not None else 0)
+            yield CounterMetricFamily("citytwin_gateway_overload_episodes",
+                                      "Times the gateway became overloaded", value=self._overload.episodes)
+        if self._gate is not None:
+            yield GaugeMetricFamily("citytwin_polls_in_flight", "Polls admitted and not yet done",
+                                    value=self._gate.in_flight)
+            yield GaugeMetricFamily("citytwin_polls_in_flight_limit",
+                                    "Polls admitted at once now (adapted to the loop's lag; at most "
+                                    "gateway.max_polls_in_flight)", value=self._gate.limit)
+            yield GaugeMetricFamily("citytwin_event_loop_lag_seconds",
+                                    "How late the event loop woke last (saturated, or throttled by a CPU quota)",
+                                    value=self._gate.loop_lag)
+            yield GaugeMetricFamily("citytwin_polls_admitted_rate_limit",
+                                    "Polls admitted per second at most (0: no rate limit; set when even one "
+                                    "poll at a time overloads the box)", value=self._gate.rate or 0.0)
         hub = self._hub
         if hub is None:
             return
@@ -215,6 +278,8 @@ class GatewayMetrics:
         # the hub link's own in-memory queue: retained state, replies, and (without an outbox) data
         yield GaugeMetricFamily("citytwin_hub_queue_messages", "Messages in the hub link's memory queue",
                                 value=messages)
+        yield GaugeMetricFamily("citytwin_hub_queue_bytes", "Payload bytes in the hub link's memory queue",
+                                value=size)
         yield CounterMetricFamily("citytwin_hub_queue_dropped",
                                   "Messages dropped, oldest first, from the hub link's full memory queue",
                                   value=hub.dropped)
@@ -223,6 +288,16 @@ class GatewayMetrics:
         if box is not None:
             messages, size, age, dropped = box.depth, box.bytes, box.oldest_age, box.stats.dropped
             replayed, disk_errors = box.stats.replayed, box.stats.disk_errors
+            queued, queued_bytes = box.pending
+            live, live_bytes, spilled = box.live
+            for name, text, value in (
+                ("citytwin_outbox_write_queue_messages", "Reports serialized, waiting to be stored", queued),
+                ("citytwin_outbox_write_queue_bytes", "Bytes serialized, waiting to be stored", queued_bytes),
+                ("citytwin_outbox_live_window_messages", "Live reports held in memory for the hub link", live),
+                ("citytwin_outbox_live_window_bytes", "Bytes of live reports held in memory", live_bytes),
+                ("citytwin_outbox_live_spilled", "1 while live reports past the window wait on disk", int(spilled)),
+            ):
+                yield GaugeMetricFamily(name, text, value=value)
         else:
             dropped = hub.dropped
         yield GaugeMetricFamily("citytwin_outbox_messages", "Reports and events waiting for the hub",

@@ -6,13 +6,21 @@ event loop never blocks and acquisition never waits for the hub or the disk. The
 sequence number is assigned in the same transaction as the row, so ``seq`` is contiguous
 across restarts and crashes: a gap on the hub means a counted drop, never a silent loss.
 
-Two lanes feed the hub link. *Live* rows, written while connected, go out at once.
-The *backlog* (everything stored and unacknowledged when a session starts) is replayed in
+Two lanes feed the hub link. *Live* rows, written while connected, go out at once; the
+live lane holds at most ``live_window_bytes`` in memory, and when the hub link falls further
+behind than that, the rest is streamed from SQLite in order, as the backlog is. The
+*backlog* (everything stored and unacknowledged when a session starts) is replayed in
 order, in chunks read from disk, at ``replay_rate`` messages per second, flagged
 ``"replay": true``. The store is bounded by messages, bytes and age; beyond a bound the
 oldest rows are dropped and every drop is counted per device and reported to ``on_drop``.
 If the disk fails (full, read-only), messages are kept in memory (bounded the same way)
 with a clear error, and the disk is retried.
+
+Memory is a function of the configuration, not of how far behind the box is (issue 13): the
+write queue (reports serialized, not yet stored) and the live window are bounded in bytes.
+``congestion`` says when either is full; the gateway's poll gate then holds the next polls
+(``wait_room``) instead of letting the queues grow: what is shed is a poll, never a stored
+message, and ``seq`` stays contiguous.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 REPLAY_CHUNK = 500
+# (device, topic, payload serialized without its seq, qos, points): a report waiting to be stored
+Pending = tuple[str, str, bytes, int, int]
+LIVE_CHUNK = 64  # live rows read back from disk at a time once the live window overflowed
 
 
 @dataclass(slots=True)
@@ -66,6 +77,10 @@ class Limits:
     max_bytes: int = 512 * 1024 * 1024
     max_age: float = 7 * 24 * 3600.0
     replay_rate: float = 2000.0
+    write_queue_bytes: int = 1024 * 1024  # serialized, not yet stored; beyond it polls wait
+    # live rows kept in memory; the rest stream from disk and polls wait: small, because what
+    # waits here is latency (256 kB is ~170 reports of 100 properties)
+    live_window_bytes: int = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -102,10 +117,16 @@ class Outbox:
         self._dropped_upto = 0  # every stored row with an id up to this was dropped
         # touched only on the event loop:
         self._seq: dict[str, int] = {}
-        self._pending: list[tuple[str, str, dict[str, Any], int, int]] = []
+        self._pending: list[Pending] = []
+        self._pending_bytes = 0
         self._acked: list[int] = []
         self._memory_only: collections.deque[Row] = collections.deque()
         self._live: collections.deque[Row] = collections.deque()
+        self._live_bytes = 0
+        self._live_cursor = 0  # largest stored id put in the live lane (from memory or disk)
+        self._live_spilled = False  # the window overflowed: live rows past the cursor wait on disk
+        self._room = asyncio.Event()
+        self._room.set()
         self._backlog: collections.deque[Row] = collections.deque()
         self._connected = False
         self._live_after = 0  # stored rows with a larger id are live in this session
@@ -176,10 +197,44 @@ class Outbox:
     def last_seq(self, device: str) -> int:
         return self._seq.get(device, 0)
 
+    @property
+    def pending(self) -> tuple[int, int]:
+        """(messages, bytes) serialized and waiting to be stored."""
+        return len(self._pending), self._pending_bytes
+
+    @property
+    def live(self) -> tuple[int, int, bool]:
+        """(messages, bytes) in the live window, and whether live rows also wait on disk."""
+        return len(self._live), self._live_bytes, self._live_spilled
+
+    def congestion(self) -> str | None:
+        """Why new data should wait (a bounded queue is full), or None."""
+        limits = self.limits
+        if self._pending_bytes >= limits.write_queue_bytes:
+            return (f"outbox write queue full ({self._pending_bytes} of {limits.write_queue_bytes} bytes): "
+                    "the disk is slower than the data")
+        if self._connected and self._live_spilled:
+            return (f"hub link behind: the live window ({limits.live_window_bytes} bytes) is full "
+                    "and live messages are streamed from disk")
+        return None
+
+    async def wait_room(self) -> None:
+        """Return once no bounded queue is full (at once when none is)."""
+        while self.congestion() is not None:
+            self._room.clear()
+            await self._room.wait()
+
+    def _check_room(self) -> None:
+        if not self._room.is_set() and self.congestion() is None:
+            self._room.set()
+
     # --- producer side -----------------------------------------------------------------
     def append(self, device: str, topic: str, payload: dict[str, Any], qos: int = 1, points: int = 0) -> None:
-        """Queue a message; its ``seq`` is assigned when it is stored. Never blocks."""
-        self._pending.append((device, topic, payload, qos, points))
+        """Queue a message; its ``seq`` is assigned when it is stored. Never blocks: the poll gate
+        waits for room (``wait_room``) before the polls that produce messages."""
+        data = orjson.dumps(payload)
+        self._pending.append((device, topic, data, qos, points))
+        self._pending_bytes += len(data)
         self._wake_writer.set()
 
     async def _write_loop(self) -> None:
@@ -195,6 +250,7 @@ class Outbox:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        self._pending_bytes = 0
         acked, self._acked = self._acked, []
         rows = self._number(batch)
         if self._memory_only and self._disk_ok is False and time.monotonic() - self._last_disk_try > 5.0:
@@ -218,20 +274,38 @@ class Outbox:
             log.warning("outbox: %s is writable again; stored %d message(s) held in memory", self.path, retrying)
             self._disk_ok = True
         if self._connected:
-            self._live.extend(r for r in rows if r.id is not None and r.id > self._live_after)
+            self._to_live(rows)
+        self._check_room()
         if dropped:
             self._count_drops(dropped)
         if rows:
             self._ready.set()
 
-    def _number(self, batch: list[tuple[str, str, dict[str, Any], int, int]]) -> list[Row]:
+    def _number(self, batch: list[Pending]) -> list[Row]:
         rows = []
         seqs = self._seq
-        for device, topic, payload, qos, points in batch:
+        for device, topic, data, qos, points in batch:
             seq = seqs.get(device, 0) + 1
             seqs[device] = seq
-            rows.append(Row(None, device, seq, topic, orjson.dumps({"seq": seq, **payload}), qos, False, points))
+            # "seq" first, spliced into the object serialized at append time
+            payload = b'{"seq":%d,%s' % (seq, data[1:]) if len(data) > 2 else b'{"seq":%d}' % seq
+            rows.append(Row(None, device, seq, topic, payload, qos, False, points))
         return rows
+
+    def _to_live(self, rows: list[Row]) -> None:
+        """Stored rows of this session join the live lane while its window has room."""
+        window = self.limits.live_window_bytes
+        live = self._live
+        for row in rows:
+            if row.id is None or row.id <= self._live_cursor:
+                continue  # not stored, or already taken from disk into the lane
+            size = len(row.payload)
+            if self._live_spilled or self._live_bytes + size > window:
+                self._live_spilled = True  # it stays on disk; take() streams it in order
+                continue
+            live.append(row)
+            self._live_bytes += size
+            self._live_cursor = row.id
 
     def _keep_in_memory(self, rows: list[Row], acked: list[int], exc: sqlite3.Error | None) -> None:
         self._acked[:0] = acked
@@ -247,6 +321,7 @@ class Outbox:
         self._memory_only.extend(rows)
         if self._connected:
             self._live.extend(rows)
+            self._live_bytes += sum(len(r.payload) for r in rows)
         dropped: dict[str, int] = {}
         while len(self._memory_only) > self.limits.max_messages:
             row = self._memory_only.popleft()
@@ -340,6 +415,9 @@ class Outbox:
         until, total = await self._run(self._backlog_bounds)
         self._live.clear()
         self._live.extend(self._memory_only)
+        self._live_bytes = sum(len(r.payload) for r in self._memory_only)
+        self._live_cursor = until
+        self._live_spilled = False
         self._backlog.clear()
         self._live_after = until
         self._backlog_after = 0
@@ -361,7 +439,10 @@ class Outbox:
     def session_ended(self) -> None:
         self._connected = False
         self._live.clear()
+        self._live_bytes = 0
+        self._live_spilled = False  # what waits on disk is the next session's backlog
         self._backlog.clear()
+        self._check_room()
 
     def ack(self, rows: list[Row]) -> None:
         """The broker acknowledged these rows: delete them (batched with the next write)."""
@@ -381,8 +462,16 @@ class Outbox:
         while True:
             batch: list[Row] = []
             upto = self._dropped_upto
-            while self._live and len(batch) < limit:
+            while len(batch) < limit:
+                if not self._live:
+                    if not (self._connected and self._live_spilled):
+                        break
+                    await self._stream_live()
+                    upto = self._dropped_upto
+                    if not self._live:
+                        break
                 row = self._live.popleft()
+                self._live_bytes -= len(row.payload)
                 if row.id is None or row.id > upto:
                     batch.append(row)
             if len(batch) < limit and self.backlog_pending():
@@ -395,6 +484,30 @@ class Outbox:
                 continue
             await self._ready.wait()
 
+    async def _stream_live(self) -> None:
+        """The live window overflowed: read the next live rows from disk, in order."""
+        after = max(self._live_cursor, self._dropped_upto)
+        chunk: list[Row] = await self._run(self._read_rows, after, None, LIVE_CHUNK, False)
+        if not self._connected:
+            return  # the session ended meanwhile: these rows are the next session's backlog
+        read = len(chunk)
+        chunk = [r for r in chunk if r.id is not None and r.id > self._live_cursor]
+        kept, size, window = 0, self._live_bytes, self.limits.live_window_bytes
+        for row in chunk:  # what fits the window (at least one row); the rest is read again later
+            if kept and size + len(row.payload) > window:
+                break
+            size += len(row.payload)
+            kept += 1
+        if kept:
+            self._live.extend(chunk[:kept])
+            self._live_bytes = size
+            self._live_cursor = chunk[kept - 1].id or self._live_cursor
+        if read < LIVE_CHUNK and kept == len(chunk):
+            # caught up with the disk: rows stored from now on (their store completes after this
+            # read, on the same single writer thread) join the lane from memory again
+            self._live_spilled = False
+            self._check_room()
+
     async def _take_backlog(self, room: int) -> list[Row]:
         now = time.monotonic()
         rate = self.limits.replay_rate
@@ -405,7 +518,7 @@ class Outbox:
             return []
         if not self._backlog:
             after = max(self._backlog_after, self._dropped_upto)
-            chunk: list[Row] = await self._run(self._read_backlog, after, self._live_after)
+            chunk: list[Row] = await self._run(self._read_rows, after, self._live_after, REPLAY_CHUNK, True)
             if not chunk:
                 self._backlog_after = self._live_after
                 self._finish_replay()
@@ -438,18 +551,20 @@ class Outbox:
             if self.on_replayed is not None and self._replayed_session:
                 self.on_replayed(self._replayed_session, elapsed)
 
-    def _read_backlog(self, after: int, until: int) -> list[Row]:
+    def _read_rows(self, after: int, until: int | None, limit: int, replay: bool) -> list[Row]:
         db = self._db
         assert db is not None
+        bound = (1 << 62) if until is None else until
         return [
-            Row(rid, device, seq, topic, payload, qos, True)
+            Row(rid, device, seq, topic, payload, qos, replay)
             for rid, device, seq, topic, payload, qos in db.execute(
                 "SELECT id, device, seq, topic, payload, qos FROM outbox WHERE id > ? AND id <= ? "
-                "ORDER BY id LIMIT ?", (after, until, REPLAY_CHUNK),
+                "ORDER BY id LIMIT ?", (after, bound, limit),
             )
         ]
 
     @property
     def idle(self) -> bool:
         """Nothing waits to be written or published in this session."""
-        return not self._pending and not self._live and not self.backlog_pending() and not self._acked
+        return (not self._pending and not self._live and not self._live_spilled and not self.backlog_pending()
+                and not self._acked)

@@ -14,6 +14,14 @@ Assistant's coordinator, where push and poll meet in one place):
   involved turn bad with the reason, or the command fails; the link stays up;
 - pushed readings count as contact: they update last-seen, online state and metrics.
 
+Under overload (issue 13) the runner sheds load at the source instead of queueing it: a poll
+is admitted by the gateway's ``PollGate`` (a bound on polls in flight, and room in the queues
+downstream: a full queue slows polling, it never grows the heap); a poll that ends after its
+successor was due makes the next one due one period after it completed (polls stretch), and
+the ticks missed are counted as skipped. Readings go from the driver through the pipeline in
+the same step, so no reading ever waits behind an older one of the same device. The link lock
+is a ``PriorityLock``: a waiting command gets the link before the next poll.
+
 What each property is now, with its quality and the age of its last confirmation, is asked of
 the runner (``current``): interlocks read it, and refuse values they cannot trust.
 """
@@ -21,6 +29,7 @@ the runner (``current``): interlocks read it, and refuse values they cannot trus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -40,9 +49,11 @@ from citytwin.gateway.backoff import Backoff
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.interlocks import Current
 from citytwin.gateway.pipeline import DevicePipeline
+from citytwin.gateway.prioritylock import PriorityLock
 
 if TYPE_CHECKING:
     from citytwin.gateway.metrics import DeviceMetrics
+    from citytwin.gateway.overload import PollGate
 
 log = logging.getLogger("citytwin.device")
 
@@ -70,6 +81,7 @@ class DeviceRunner:
         on_status: StatusSink,
         snapshot_interval: float,
         metrics: DeviceMetrics | None = None,
+        gate: PollGate | None = None,
     ) -> None:
         self.spec = spec
         self._driver = driver
@@ -77,14 +89,19 @@ class DeviceRunner:
         self._on_status = on_status
         self._snapshot_interval = snapshot_interval
         self.metrics = metrics
+        self._gate = gate
         self.online: bool | None = None  # None until the first attempt ends
         self.last_error: str | None = None
         self.last_poll_ms = 0
         self.last_seen_ms = 0  # last contact of any kind: a poll that answered, or a push
         self.polls = 0
         self.failures = 0  # consecutive transport failures
+        self.skipped = 0  # poll ticks missed because a poll ended after its successor was due
+        self.late = 0  # polls that started a period or more after they were due (the runtime was behind)
+        self.lag = 0.0  # seconds the last poll started after it was due
+        self._due: float | None = None  # loop time a poll waiting for admission was due
         self.started_ms = now_ms()  # for health: a device that never answered is silent since then
-        self._lock = asyncio.Lock()  # one request at a time on the one link
+        self._lock = PriorityLock()  # one request at a time on the one link; commands first
         self._refresh = asyncio.Event()
         self._link_lost = asyncio.Event()
         self._confirmed_at = 0.0  # monotonic time of the last read that succeeded
@@ -128,6 +145,8 @@ class DeviceRunner:
             "last_poll": self.last_poll_ms,
             "last_seen": self.last_seen_ms,
             "polls": self.polls,
+            "skipped": self.skipped,
+            "lag": round(self.behind, 3),
             "failures": self.failures,
             "link": {"connected": health.connected, "requests": health.requests,
                      "failures": health.failures, "last_error": health.last_error},
@@ -135,7 +154,7 @@ class DeviceRunner:
 
     async def close(self) -> None:
         """Close the link (after the device task was stopped); waits for a request in flight."""
-        async with self._lock:
+        async with self._lock.command():
             await self._driver.close()
 
     # -- requests on behalf of commands ------------------------------------------------
@@ -167,7 +186,7 @@ class DeviceRunner:
         timeout = timeout or self.spec.config.command_timeout
         try:
             async with asyncio.timeout(timeout):
-                async with self._lock:
+                async with self._lock.command():  # before any poll waiting for the link
                     return await work()
         except (TimeoutError, RequestTimeout):
             raise DeviceTimeout(f"no answer from the device within {timeout:g} s") from None
@@ -215,7 +234,7 @@ class DeviceRunner:
         backoff = Backoff(cfg.reconnect_min, cfg.reconnect_max)
         while True:
             try:
-                async with self._lock:
+                async with self._lock.poll():
                     await self._driver.connect()
                 if self._driver.polled:
                     await self._poll_loop(backoff)
@@ -230,7 +249,7 @@ class DeviceRunner:
                     log.exception("%s: unexpected error in device task", self.spec.id)
                 self._failed("internal", reason)
             try:
-                async with self._lock:
+                async with self._lock.poll():
                     await self._driver.close()
             except DriverError:
                 pass
@@ -256,18 +275,28 @@ class DeviceRunner:
         first = True
         self._link_lost.clear()
         while True:
-            full = loop.time() >= next_snapshot
-            if full:
-                next_snapshot = loop.time() + self._snapshot_interval
-            await self.poll(full)
+            # admitted once there is room downstream and a slot in flight (no gate: at once)
+            self._due = deadline
+            async with self._gate.admit() if self._gate is not None else contextlib.nullcontext():
+                started = self._started(loop.time() - deadline, period)
+                full = started >= next_snapshot
+                if full:
+                    next_snapshot = started + self._snapshot_interval
+                await self.poll(full)
             backoff.reset()
             if first:  # spread devices over the period: 1,000 polls at one instant queue up as latency
                 first = False
                 deadline += period * (zlib.crc32(self.spec.id.encode()) % 1000) / 1000
             deadline += period
             now = loop.time()
-            if deadline <= now:  # fell behind: skip the missed ticks, keep the phase
-                deadline += period * (int((now - deadline) / period) + 1)
+            if deadline <= now:
+                # fell behind: the next poll is due one period after this one completed, so polls
+                # stretch instead of queueing; the ticks missed are counted, never made up
+                missed = int((now - deadline) / period) + 1
+                self.skipped += missed
+                if self.metrics is not None:
+                    self.metrics.skipped(missed)
+                deadline = now + period
             self._refresh.clear()
             refresh = asyncio.ensure_future(self._refresh.wait())
             lost = asyncio.ensure_future(self._link_lost.wait())
@@ -279,9 +308,26 @@ class DeviceRunner:
             if self._link_lost.is_set():
                 raise _LinkLost(self.last_error or "the link went down")
 
+    @property
+    def behind(self) -> float:
+        """Seconds the due poll has been waiting to start (now), or how late the last one started."""
+        if self._due is None:
+            return self.lag
+        return max(self.lag, asyncio.get_running_loop().time() - self._due)
+
+    def _started(self, lag: float, period: float) -> float:
+        """Note how late this poll starts; returns the loop time now."""
+        self._due = None
+        self.lag = lag = max(0.0, lag)
+        if lag >= period:
+            self.late += 1
+        if self.metrics is not None:
+            self.metrics.lag(lag)
+        return asyncio.get_running_loop().time()
+
     async def poll(self, full: bool = False) -> None:
         try:
-            async with self._lock:
+            async with self._lock.poll():
                 started = time.perf_counter()
                 readings = await self._driver.read()
                 elapsed = time.perf_counter() - started

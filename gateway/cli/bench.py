@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("throughput", "latency", "commands", "memory", "recovery", "startup")
+# run only when named: every subject at three CPU quotas and five offered loads (issue 13)
+PROFILES = ("edgebox",)
 
 
 def checkout() -> Path | None:
@@ -26,7 +28,9 @@ def checkout() -> Path | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     root = checkout()
-    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"any of {', '.join(SCENARIOS)} (default: all of these), or {', '.join(PROFILES)}: "
+                             "each subject inside a CPU quota of 1, 0.5 and 0.25 core against offered load")
     parser.add_argument("--quick", action="store_true", help="small shapes and short windows: every scenario in under a minute")
     parser.add_argument("--subjects", default=None,
                         help="comma-separated from citytwin,naive,thingsboard (default: all three; --quick: citytwin,naive)")

@@ -1,0 +1,195 @@
+"""Overload without collapse: admission of polls, and the word that the gateway is behind.
+
+A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
+
+- ``PollGate`` admits polls. A poll waits until the queues downstream have room (the outbox's
+  write queue and its live window, in bytes) and until fewer polls are in flight than the
+  gate's current limit, and, once even one poll at a time is too much, no faster than its
+  current rate. Waiting here is cheap: no request is sent, no reading exists yet, so nothing
+  goes stale while it waits. Limit and rate adapt (additive or gentle increase, multiplicative
+  decrease, as TCP's window does) to the event loop's lag, measured every 50 ms: a loop that
+  wakes late is saturated, or, under a CPU quota, throttled by the kernel for the rest of its
+  period, and then every command and every answer waits too. Keeping the lag under
+  ``loop_lag_target`` leaves the box headroom for commands, whatever the offered load; what
+  does not fit is shed as polls. The runner counts a poll admitted a period or more late and
+  stretches its schedule (``gateway/runner.py``). Commands never pass through the gate.
+- ``OverloadMonitor`` looks once a second at what the runners and queues say, and names the
+  cause: ``/health`` and ``/status`` report ``degraded: overloaded: <cause>``, a gauge says
+  it, and one log line is written when the state changes (not per poll). It leaves the state
+  only after ``settle`` seconds without a cause, so a box at its limit does not flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+log = logging.getLogger("citytwin.overload")
+
+
+class PollGate:
+    def __init__(self, in_flight: int, room: Callable[[], Awaitable[None]] | None = None,
+                 lag_target: float = 0.01) -> None:
+        self._room = room
+        self.in_flight_limit = in_flight  # the configured ceiling
+        self.limit = in_flight  # the current limit, adapted to the loop's lag
+        self.lag_target = lag_target
+        self.loop_lag = 0.0  # the event loop's lag, seconds (smoothed)
+        self.rate: float | None = None  # admissions per second allowed; None: no rate limit
+        self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._admitted = 0  # admissions since the last measurement
+        self._admit_rate = 0.0  # admissions per second (smoothed)
+        self._next_at = 0.0  # loop time at which the next admission may start (pacing)
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self._room is not None:
+            await self._room()  # a full queue slows polling; it never grows the heap
+        while self.in_flight >= self.limit or self._waiters:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            try:
+                await future
+            except BaseException:
+                if future in self._waiters:
+                    self._waiters.remove(future)
+                elif future.done() and not future.cancelled():
+                    self._wake()  # woken while being cancelled: wake the next one instead
+                raise
+            if self.in_flight < self.limit:
+                break
+        self.in_flight += 1
+        try:
+            rate = self.rate
+            if rate is not None:  # paced: admissions 1/rate apart (at most ``limit`` wait here)
+                now = asyncio.get_running_loop().time()
+                at = max(now, self._next_at)
+                self._next_at = at + 1.0 / rate
+                if at > now:
+                    await asyncio.sleep(at - now)
+            self._admitted += 1
+            yield
+        finally:
+            self.in_flight -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        room = self.limit - self.in_flight
+        while room > 0 and self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                room -= 1
+
+    async def govern(self, every: float = 0.05) -> None:
+        """Adapt the limit to the event loop's lag, forever (a gateway task)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(every)
+            elapsed = loop.time() - before
+            self.adjust(max(0.0, elapsed - every), self._admitted / elapsed)
+            self._admitted = 0
+
+    def adjust(self, lag: float, admitted_per_s: float) -> None:
+        """One step of the control loop: the lag just measured, and the admissions since the last."""
+        self.loop_lag = lag = 0.7 * self.loop_lag + 0.3 * lag
+        self._admit_rate = 0.8 * self._admit_rate + 0.2 * admitted_per_s
+        if lag > self.lag_target:
+            if self.limit > 1:
+                self.limit = max(1, self.limit // 2)
+            else:  # one poll at a time is still too much: pace them
+                current = self._admit_rate if self.rate is None else min(self.rate, self._admit_rate)
+                self.rate = max(1.0, 0.8 * current)
+        elif lag < 0.8 * self.lag_target:
+            if self.rate is not None:
+                self.rate *= 1.1
+                if self.rate > 4 * max(self._admit_rate, 1.0):
+                    self.rate = None  # no longer what holds polls back
+            elif self.limit < self.in_flight_limit:
+                self.limit += 1
+                self._wake()
+
+
+class RunnerState(Protocol):
+    late: int
+
+    @property
+    def behind(self) -> float: ...
+
+
+class QueueState(Protocol):
+    def congestion(self) -> str | None:
+        """Why this queue slows polling now, or None."""
+        ...
+
+
+class OverloadMonitor:
+    def __init__(self, runners: Mapping[str, RunnerState], queues: list[QueueState], settle: float = 5.0) -> None:
+        self.runners = runners
+        self.queues = queues
+        self.settle = settle
+        self.cause: str | None = None  # set while overloaded
+        self.since: float | None = None  # time.time() when it began
+        self.episodes = 0
+        self._late: dict[str, int] = {}
+        self._last_check = time.monotonic()
+        self._clear_since: float | None = None
+
+    @property
+    def degraded(self) -> str | None:
+        return f"overloaded: {self.cause}" if self.cause is not None else None
+
+    def causes(self) -> list[str]:
+        now = time.monotonic()
+        window = max(now - self._last_check, 1e-3)
+        self._last_check = now
+        late = devices = 0
+        max_lag = 0.0
+        seen: dict[str, int] = {}
+        for device, runner in self.runners.items():
+            seen[device] = runner.late
+            delta = runner.late - self._late.get(device, runner.late)
+            if delta > 0:
+                late += delta
+                devices += 1
+                max_lag = max(max_lag, runner.behind)
+        self._late = seen
+        found = []
+        if late:
+            found.append(f"{late} poll(s) on {devices} device(s) started a period or more late in the last "
+                         f"{window:.0f} s (lag up to {max_lag:.1f} s): polls are stretched and the skipped ones counted")
+        for queue in self.queues:
+            why = queue.congestion()
+            if why is not None:
+                found.append(why)
+        return found
+
+    def check(self) -> None:
+        found = self.causes()
+        now = time.monotonic()
+        if found:
+            self._clear_since = None
+            cause = "; ".join(found)
+            if self.cause is None:
+                self.episodes += 1
+                self.since = time.time()
+                log.warning("degraded: overloaded: %s", cause)
+            self.cause = cause
+        elif self.cause is not None:
+            if self._clear_since is None:
+                self._clear_since = now
+            elif now - self._clear_since >= self.settle:
+                log.info("no longer overloaded (after %.0f s)", time.time() - (self.since or time.time()))
+                self.cause = self.since = self._clear_since = None
+
+    async def run(self, every: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.check()
