@@ -143,7 +143,7 @@ async def test_metrics_move_with_the_device(
 
     code, body = await fetch(f"http://127.0.0.1:{port}/health")
     assert code == 200, body
-    status = cli("status", "-c", str(gateway.config))
+    status = await asyncio.to_thread(cli, "status", "-c", str(gateway.config))  # the simulator runs in this loop
     assert status.returncode == 0, status.stderr
     assert "healthy" in status.stdout and DEV in status.stdout and "online" in status.stdout
 
@@ -155,7 +155,7 @@ async def test_metrics_move_with_the_device(
     assert reasons and reasons <= {"ConnectError", "ConnectionClosed", "RequestTimeout", "TransportError"}, reasons
     report = await health_until(port, 503)
     assert any(p.startswith(f"device {DEV} offline: ") for p in report["problems"]), report
-    status = cli("status", "-c", str(gateway.config))
+    status = await asyncio.to_thread(cli, "status", "-c", str(gateway.config))  # the simulator runs in this loop
     assert status.returncode == 1
     assert "NOT HEALTHY" in status.stdout and "OFFLINE" in status.stdout, status.stdout
     as_json = orjson.loads(cli("status", "--url", f"http://127.0.0.1:{port}", "--json").stdout)
