@@ -47,6 +47,7 @@ def test_quick_bench_runs_every_scenario_and_writes_records(tmp_path: Path) -> N
     assert ours["broker_dropped"] == 0
     assert by["throughput", "naive"]["steady"]["points_per_s"] > 0
     (sim,) = [run for run in record["results"]["throughput"] if "pump-station" in run["shape"]]
+    assert "steady" in sim, sim  # the run against our simulator says why it has no figures
     assert sim["steady"]["points_per_s"] > 0  # load from our own simulator as well
     commands = by["commands", "citytwin"]["commands"]
     assert commands["count"] == record["settings"]["commands"] and commands["p50_ms"] > 0
