@@ -460,6 +460,9 @@ class Outbox:
     async def take(self, limit: int) -> list[Row]:
         """Up to ``limit`` rows to publish next: live rows first, the backlog at the replay rate."""
         while True:
+            # cleared before looking, not after: a row signalled while this reads from disk
+            # (the awaits below) must wake the wait at the end, not wait for the next append
+            self._ready.clear()
             batch: list[Row] = []
             upto = self._dropped_upto
             while len(batch) < limit:
@@ -478,7 +481,6 @@ class Outbox:
                 batch.extend(await self._take_backlog(limit - len(batch)))
             if batch:
                 return batch
-            self._ready.clear()
             if self.backlog_pending():
                 await asyncio.sleep(max(0.001, 1.0 / self.limits.replay_rate))
                 continue

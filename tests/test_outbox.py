@@ -202,9 +202,6 @@ def test_outbox_behaves_like_its_model(tmp_path_factory: pytest.TempPathFactory,
     asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lost wake-up in Outbox.take (gateway/outbox.py): it clears _ready after awaiting the backlog "
-    "read, so a live row the writer stores meanwhile (and signals) waits for the next append"))
 async def test_a_row_stored_while_take_reads_the_backlog_is_handed_out_at_once(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", Limits(replay_rate=1e9))
     await box.open()
