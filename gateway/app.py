@@ -103,6 +103,7 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self.watchers = Watchers()  # HTTP observers of values and events
         self.drain_timeout = 3.0  # how long shutdown waits for the hub to take what is queued
+        self.step_timeout = 15.0  # the longest any one shutdown step may take
         self.remote = RemoteConfig(self)  # configs from the hub (config/desired)
 
     def _on_message(self, message: Any) -> None:
@@ -346,7 +347,14 @@ class Gateway:
         failed = []
         for name, step in steps:
             try:
-                await step()
+                # a step that hangs (a device that never answers, a task that ignores its
+                # cancellation) must not keep SIGTERM from stopping the gateway
+                async with asyncio.timeout(self.step_timeout):
+                    await step()
+            except TimeoutError:
+                failed.append(name)
+                log.error("shutdown: %s did not finish within %g s; continuing with the other steps",
+                          name, self.step_timeout)
             except Exception:
                 failed.append(name)
                 log.exception("shutdown: %s failed; continuing with the other steps", name)

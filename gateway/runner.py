@@ -152,10 +152,20 @@ class DeviceRunner:
                      "failures": health.failures, "last_error": health.last_error},
         }
 
-    async def close(self) -> None:
-        """Close the link (after the device task was stopped); waits for a request in flight."""
-        async with self._lock.command():
+    async def close(self, wait: float = 5.0) -> None:
+        """Close the link (after the device task was stopped); waits for a request in flight,
+        but not forever: a request that never ends must not keep the link (or a shutdown) open."""
+        try:
+            async with asyncio.timeout(wait):
+                await self._lock.acquire(urgent=True)
+        except TimeoutError:
+            log.warning("%s: a request still holds the link after %g s; closing it anyway", self.spec.id, wait)
             await self._driver.close()
+            return
+        try:
+            await self._driver.close()
+        finally:
+            self._lock.release()
 
     # -- requests on behalf of commands ------------------------------------------------
     async def read(self, points: Sequence[str] | None = None, timeout: float | None = None) -> list[Reading]:

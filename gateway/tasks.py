@@ -46,16 +46,17 @@ class Tasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def cancel(self, tasks: Iterable[asyncio.Task[Any]] | None = None) -> None:
-        """Cancel (all, or the given) tasks and wait until each has ended."""
+    async def cancel(self, tasks: Iterable[asyncio.Task[Any]] | None = None, wait: float = 10.0) -> None:
+        """Cancel (all, or the given) tasks and wait until each has ended, ``wait`` s at most
+        in all: a task that does not end after its cancellation is logged, not waited for."""
         chosen = list(self._tasks) if tasks is None else list(tasks)
         for task in chosen:
             task.cancel()
-        for task in chosen:
-            try:
-                await task
-            except asyncio.CancelledError:
-                if not task.cancelled():  # we were cancelled ourselves, not the task
-                    raise
-            except Exception:
-                pass  # already logged by the done-callback
+        if not chosen:
+            return
+        done, pending = await asyncio.wait(chosen, timeout=wait)
+        for task in pending:
+            log.error("task %s did not stop within %g s of its cancellation", self._tasks.get(task, task.get_name()), wait)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved (and already logged by the done-callback)

@@ -220,3 +220,28 @@ async def test_shutdown_without_a_hub_says_what_is_safe_and_what_comes_back(
     assert "report(s) and event(s) are safe in the outbox and go out after the next start" in line
     assert "retained state document(s) (status, twins) were not sent; the next start publishes them again" in line
     assert "not delivered" not in line
+
+
+async def test_a_driver_that_never_closes_does_not_keep_the_gateway_from_stopping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = device()
+    never = asyncio.Event()
+
+    async def close_hangs(call: Call) -> Any:
+        if call.op == "close":
+            await never.wait()  # a link that never finishes closing
+        return fake(call)
+
+    caplog.set_level(logging.ERROR, logger="citytwin.gateway")
+    harness = InProcessGateway(config(), tmp_path, close_hangs)
+    async with harness as gw:
+        gw.gw.step_timeout = 0.5
+        await gw.wait_for(lambda: gw.gw.runners["ps"].online, what="online")
+    assert any("shutdown: device links did not finish within 0.5 s" in r.getMessage() for r in caplog.records)
+    store = TwinStore(tmp_path / "twins.db")
+    await store.open()
+    try:
+        assert store.previous_run_clean  # the later steps still ran
+    finally:
+        await store.close()
