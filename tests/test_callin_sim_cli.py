@@ -3,12 +3,11 @@ calling a listener driver: readings arrive, faults are counted, flags become qua
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from conftest import eventually
 from pydantic import SecretStr
 
 from citytwin.drivers.base import Quality, Reading
@@ -17,14 +16,6 @@ from citytwin.drivers.hj212.driver import Hj212Driver
 from citytwin.drivers.listener import active
 from citytwin.drivers.sl651.binding import Sl651Connection, Sl651Point
 from citytwin.drivers.sl651.driver import Sl651Driver
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def sim(*args: str) -> subprocess.Popen[bytes]:
@@ -42,7 +33,7 @@ async def test_hj212_station_cli_with_faults() -> None:
                "--interval", "0.2", "--bad-crc", "--garbage", "--fragment", "--flag", "a34004=C", "--seed", "1")
     try:
         (listener,) = [x for x in active() if x.port == driver.bound_port]
-        await wait_for(lambda: listener.stats["bad_crc"] >= 1 and len([r for r in readings if r.point == "pm2_5"]) >= 2)
+        await eventually(lambda: listener.stats["bad_crc"] >= 1 and len([r for r in readings if r.point == "pm2_5"]) >= 2)
         assert listener.stats["bad_garbage"] >= 1
         assert {r.quality for r in readings if r.point == "pm2_5"} == {Quality.UNCERTAIN}
         assert all(20 <= r.value <= 140 for r in readings if r.point == "noise")
@@ -65,7 +56,7 @@ async def test_hydro_station_cli_ascii_multi_packet() -> None:
     proc = sim("hydro-station", "--port", str(driver.bound_port), "--encoding", "ascii", "--interval", "0.2",
                "--multi-packet", "--retransmit-rate", "0.5", "--seed", "2")
     try:
-        await wait_for(lambda: len([r for r in readings if r.point == "level"]) >= 3)
+        await eventually(lambda: len([r for r in readings if r.point == "level"]) >= 3)
         assert driver.health.extra["duplicates"] >= 1 or driver.health.extra["frames"] >= 6
         assert all(r.quality is Quality.GOOD for r in readings)
     finally:
