@@ -31,6 +31,7 @@ from citytwin.gateway.devicemeta import meta_document
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
+from citytwin.gateway.jsonbytes import dumps
 from citytwin.gateway.metrics import GatewayMetrics
 from citytwin.gateway.outbox import Limits, Outbox
 from citytwin.gateway.overload import OverloadMonitor, PollGate
@@ -137,11 +138,14 @@ class Gateway:
         return self
 
     def _start_device(self, device_id: str, spec: DeviceSpec) -> None:
+        layout = spec.points.layout  # shared by the devices of one point map
         twin = self.twins.get(device_id)  # a device removed and added again keeps its twin
         if twin is None:
             stored = self._stored.pop(device_id, None)  # restored once; the twin keeps it from now on
-            twin = Twin.restore(device_id, stored) if stored is not None else Twin(device_id)
+            twin = Twin.restore(device_id, stored, layout) if stored is not None else Twin(device_id, layout)
             self.twins[device_id] = twin
+        else:
+            twin.use_layout(layout)
         twin.set_online(False, now_ms())
         pipeline = DevicePipeline(spec, twin, self._emitter(device_id))
         driver = self.driver_factory(spec.config.driver, spec.config.connection, spec.driver_points())
@@ -245,7 +249,7 @@ class Gateway:
                 if values:  # WoT consumers over MQTT: each value bare and retained
                     for name, entry in payload["properties"].items():
                         if entry["quality"] != "bad":
-                            hub.send_state(topics.value(device_id, name), orjson.dumps(entry["value"]))
+                            hub.send_state(topics.value(device_id, name), dumps(entry["value"]))
             else:
                 outbox.append(device_id, topics.event(device_id, kind.removeprefix("event:")), payload, 1)
             watchers.published(device_id, kind, payload)

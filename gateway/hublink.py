@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 
 from citytwin.gateway.backoff import Backoff
 from citytwin.gateway.config import HubSection, TlsSection
+from citytwin.gateway.jsonbytes import dumps
 from citytwin.gateway.mqtttls import TlsSetupError, client_context
 from citytwin.gateway.outbox import Outbox, Row
 from citytwin.gateway.topics import Topics
@@ -102,7 +103,7 @@ class HubLink:
     def send(
         self, topic: str, payload: Any, qos: int | None = None, correlation: bytes | None = None, points: int = 0
     ) -> None:
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        data = payload if isinstance(payload, bytes) else dumps(payload)
         limit, limit_bytes = self.config.queue_limit, self.config.queue_bytes
         while self._queue and (len(self._queue) >= limit or self._queue_bytes + len(data) > limit_bytes):
             self._queue_bytes -= len(self._queue.popleft().payload)
@@ -128,7 +129,7 @@ class HubLink:
         ``payload`` may be a function returning bytes: it is rendered when published, so the
         hub gets the latest state and large documents are not kept rendered in memory.
         """
-        data = payload if isinstance(payload, bytes) or callable(payload) else orjson.dumps(payload)
+        data = payload if isinstance(payload, bytes) or callable(payload) else dumps(payload)
         self._state[topic] = data
         self._state_pending[topic] = data
         self._wake.set()

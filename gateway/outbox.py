@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+from citytwin.gateway.jsonbytes import dumps
 
 log = logging.getLogger("citytwin.outbox")
 
@@ -232,7 +232,7 @@ class Outbox:
     def append(self, device: str, topic: str, payload: dict[str, Any], qos: int = 1, points: int = 0) -> None:
         """Queue a message; its ``seq`` is assigned when it is stored. Never blocks: the poll gate
         waits for room (``wait_room``) before the polls that produce messages."""
-        data = orjson.dumps(payload)
+        data = dumps(payload)  # kept until stored and published: without orjson's spare room
         self._pending.append((device, topic, data, qos, points))
         self._pending_bytes += len(data)
         self._wake_writer.set()

@@ -10,13 +10,12 @@ condition and re-arm when it falls (or when their ``clear`` condition holds).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from citytwin.drivers.base import Quality, Reading
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.twins import Twin
-from citytwin.thingmodels.types import Kind
 
 log = logging.getLogger("citytwin.pipeline")
 
@@ -31,9 +30,17 @@ class DevicePipeline:
         self.spec = spec
         self.twin = twin
         self.emit = emit
-        # last value and quality sent to the hub, for report-by-exception
-        self._sent: dict[str, tuple[Any, str]] = {}
-        self.values: dict[str, Any] = {}  # current good/uncertain values, for event rules
+        # per property, in the order of the point map's shared layout (arrays, not a dict and
+        # a tuple per property: docs/performance.md): the last value and quality sent to the
+        # hub, for report-by-exception (quality None: nothing sent yet), and the current
+        # good/uncertain value (_MISSING: none yet), for event rules and interlocks
+        layout = spec.points.layout
+        self._index = layout.index
+        n = len(layout.names)
+        self._sent_value: list[Any] = [None] * n
+        self._sent_quality: list[str | None] = [None] * n
+        self._current: list[Any] = [_MISSING] * n
+        self.values: Mapping[str, Any] = _Values(self._index, self._current)
         # the properties that are not good now: (quality, reason); with ``values`` this says what
         # each property is, for interlocks (kept only for the few that are not good: no per-poll
         # tuple for every point)
@@ -42,17 +49,14 @@ class DevicePipeline:
         self._bad_reasons: dict[str, str] = {}
         self.points_read = 0
         # integer properties with no scale or offset: an int raw value is the model value as is
-        self._plain = frozenset(
-            name for name, point in spec.points.items()
-            if point.kind in (Kind.INT, Kind.ENUM) and point.scale == 1.0 and not point.offset
-        )
+        self._plain = spec.points.plain
 
     def process(self, readings: Sequence[Reading], now: int, full: bool = False) -> int:
         """Returns the number of properties reported."""
         points = self.spec.points
         plain = self._plain
-        sent = self._sent
-        values = self.values
+        index = self._index
+        sent_value, sent_quality, current = self._sent_value, self._sent_quality, self._current
         not_good = self.not_good
         bad_reasons = self._bad_reasons
         out: dict[str, dict[str, Any]] = {}
@@ -61,14 +65,14 @@ class DevicePipeline:
             point = points.get(name)
             if point is None:  # an output point read back, not a property
                 continue
+            i = index[name]
             if quality is Quality.BAD:
                 not_good[name] = (BAD, error or "bad reading")
                 self._note_bad(name, error or "bad reading")
-                previous = sent.get(name)
-                if full or previous is None or previous[1] != BAD:
+                if full or sent_quality[i] != BAD:
                     out[name] = {"value": None, "ts": ts, "quality": BAD, "error": error}
-                    sent[name] = (None, BAD)
-                twin_changes[name] = (self.twin.reported.get(name), ts, BAD)
+                    sent_value[i], sent_quality[i] = None, BAD
+                twin_changes[name] = (self.twin.value(name), ts, BAD)
                 continue
             if type(raw) is int and name in plain:  # what to_value would return, without the call
                 value = raw
@@ -93,26 +97,24 @@ class DevicePipeline:
                 quality_text = UNCERTAIN
                 # keyed by kind: a value moving outside the range is one log line, not one per poll
                 self._note_bad(name, f"value {value!r} outside the model: {reason}", "range")
-            values[name] = value
+            current[i] = value
             if reason is not None:
                 not_good[name] = (UNCERTAIN, reason)
             elif not_good and name in not_good:
                 del not_good[name]
             twin_changes[name] = (value, ts, quality_text)
-            if not full:
-                previous = sent.get(name)
-                if previous is not None and previous[1] == quality_text:
-                    last = previous[0]
-                    if last == value:
+            if not full and sent_quality[i] == quality_text:
+                last = sent_value[i]
+                if last == value:
+                    continue
+                if point.deadband and last is not None and not isinstance(value, bool):
+                    if abs(value - last) < point.deadband:
                         continue
-                    if point.deadband and last is not None and not isinstance(value, bool):
-                        if abs(value - last) < point.deadband:
-                            continue
             if reason is None:
                 out[name] = {"value": value, "ts": ts, "quality": quality_text}
             else:
                 out[name] = {"value": value, "ts": ts, "quality": quality_text, "error": reason}
-            sent[name] = (value, quality_text)
+            sent_value[i], sent_quality[i] = value, quality_text
         self.points_read += len(readings)
         if twin_changes:
             self.twin.update_reported(twin_changes, now)
@@ -126,11 +128,12 @@ class DevicePipeline:
 
     def _complete_snapshot(self, out: dict[str, dict[str, Any]]) -> None:
         """A full snapshot also repeats what was pushed (subscriptions) rather than polled."""
-        reported, meta = self.twin.reported, self.twin.reported_meta
+        twin = self.twin
         for name in self.spec.points:
-            if name not in out and name in meta:
-                ts, quality, _ = meta[name]
-                out[name] = {"value": reported.get(name), "ts": ts, "quality": quality}
+            if name not in out:
+                meta = twin.meta(name)
+                if meta is not None:
+                    out[name] = {"value": twin.value(name), "ts": meta[0], "quality": meta[1]}
 
     def _note_bad(self, name: str, reason: str, kind: str | None = None) -> None:
         # log once per change of reason (or of kind, when the reason quotes a changing value),
@@ -162,4 +165,40 @@ class DevicePipeline:
 
     def resend_all(self) -> None:
         """Forget what was sent so the next poll reports every property (full snapshot)."""
-        self._sent.clear()
+        n = len(self._sent_quality)
+        self._sent_value, self._sent_quality = [None] * n, [None] * n
+
+
+class _Values(Mapping[str, Any]):
+    """Property -> current good/uncertain value, read-only, over the pipeline's array."""
+
+    __slots__ = ("_current", "_index")
+
+    def __init__(self, index: Mapping[str, int], current: list[Any]) -> None:
+        self._index, self._current = index, current
+
+    def __getitem__(self, prop: str) -> Any:
+        i = self._index.get(prop)
+        value = _MISSING if i is None else self._current[i]
+        if value is _MISSING:
+            raise KeyError(prop)
+        return value
+
+    def get(self, prop: str, default: Any = None) -> Any:  # the common call: no exception
+        i = self._index.get(prop)
+        value = _MISSING if i is None else self._current[i]
+        return default if value is _MISSING else value
+
+    def __contains__(self, prop: object) -> bool:
+        i = self._index.get(prop) if isinstance(prop, str) else None
+        return i is not None and self._current[i] is not _MISSING
+
+    def __iter__(self) -> Iterator[str]:
+        current = self._current
+        return (name for name, i in self._index.items() if current[i] is not _MISSING)
+
+    def __len__(self) -> int:
+        return sum(1 for value in self._current if value is not _MISSING)
+
+
+_MISSING = object()

@@ -151,7 +151,7 @@ class WotApi:
         headers = {"X-Citytwin-Quality": current.quality}
         if current.reason:
             headers["X-Citytwin-Reason"] = current.reason.encode("ascii", "replace").decode()
-        meta = self.gateway.twins[runner.spec.id].reported_meta.get(name)
+        meta = self.gateway.twins[runner.spec.id].meta(name)
         if meta:
             headers["X-Citytwin-Timestamp"] = str(meta[0])
         return json_response(current.value, headers=headers)
