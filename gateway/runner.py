@@ -102,8 +102,10 @@ class DeviceRunner:
         self._due: float | None = None  # loop time a poll waiting for admission was due
         self.started_ms = now_ms()  # for health: a device that never answered is silent since then
         self._lock = PriorityLock()  # one request at a time on the one link; commands first
-        self._refresh = asyncio.Event()
-        self._link_lost = asyncio.Event()
+        # the poll loop sleeps on one future between polls, woken early by a refresh or a lost
+        # link (two asyncio.Events and two tasks per wait cost ~1.5 kB per device and CPU per poll)
+        self._link_lost = False
+        self._wake: asyncio.Future[None] | None = None
         self._confirmed_at = 0.0  # monotonic time of the last read that succeeded
         self._pushed_at: dict[str, float] = {}  # monotonic time of each property's last push
         driver.set_push_sink(self.push)
@@ -134,8 +136,21 @@ class DeviceRunner:
         return Current(value, quality, reason, age)
 
     def request_refresh(self) -> None:
-        """Poll as soon as possible (after a write), without waiting for the next tick."""
-        self._refresh.set()
+        """Poll as soon as possible (after a write), without waiting for the next tick.
+
+        A refresh asked for while a poll is waiting for the link or running is answered by
+        that poll (commands go first: it reads what they wrote)."""
+        self._wake_up()
+
+    def _lose_link(self) -> None:
+        """The poll loop re-opens the link (and counts the failure) as soon as it can."""
+        self._link_lost = True
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def status(self) -> dict[str, Any]:
         health = self._driver.health
@@ -201,7 +216,7 @@ class DeviceRunner:
         except (TimeoutError, RequestTimeout):
             raise DeviceTimeout(f"no answer from the device within {timeout:g} s") from None
         except TransportError:
-            self._link_lost.set()  # the poll loop re-opens the link and counts the failure
+            self._lose_link()  # the poll loop re-opens the link and counts the failure
             raise
 
     # -- readings from the driver ------------------------------------------------------
@@ -236,7 +251,7 @@ class DeviceRunner:
         if not self._driver.polled:
             self._set_online(False, reason or "disconnected")
         else:
-            self._link_lost.set()
+            self._lose_link()
 
     # -- the device task -----------------------------------------------------------------
     async def run(self) -> None:
@@ -283,7 +298,7 @@ class DeviceRunner:
         deadline = loop.time()
         next_snapshot = loop.time()
         first = True
-        self._link_lost.clear()
+        self._link_lost = False
         while True:
             # admitted once there is room downstream and a slot in flight (no gate: at once)
             self._due = deadline
@@ -307,15 +322,15 @@ class DeviceRunner:
                 if self.metrics is not None:
                     self.metrics.skipped(missed)
                 deadline = now + period
-            self._refresh.clear()
-            refresh = asyncio.ensure_future(self._refresh.wait())
-            lost = asyncio.ensure_future(self._link_lost.wait())
-            try:
-                await asyncio.wait({refresh, lost}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                refresh.cancel()
-                lost.cancel()
-            if self._link_lost.is_set():
+            if not self._link_lost:
+                wake = self._wake = loop.create_future()
+                timer = loop.call_at(deadline, _resolve, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
+            if self._link_lost:
                 raise _LinkLost(self.last_error or "the link went down")
 
     @property
@@ -387,3 +402,8 @@ class DeviceRunner:
 
 class _LinkLost(TransportError):
     """The driver said its link went down between polls (or a command found it down)."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
