@@ -16,6 +16,7 @@ The pieces: ``commandrequests`` (shapes), ``commandchecks`` (expiry, model, plan
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -77,7 +78,9 @@ class CommandRelay:
         self.audit = audit
         self.settings = settings
         self.tasks = tasks or Tasks()
-        self._queues: dict[str, asyncio.Queue[Context]] = {}
+        # a device's commands run one after another, in arrival order, on a worker task that
+        # exists only while the device has commands queued (not one idle task per device)
+        self._queues: dict[str, collections.deque[Context]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.counts: dict[str, int] = {}
         self.metrics: GatewayMetrics | None = None
@@ -105,34 +108,40 @@ class CommandRelay:
         """Queue one command behind the device's earlier ones (any transport: hub, HTTP)."""
         queue = self._queues.get(ctx.device)
         if queue is None:
-            queue = self._queues[ctx.device] = asyncio.Queue()
-            self._workers[ctx.device] = self.tasks.spawn(self._worker(queue), f"commands:{ctx.device}")
-        queue.put_nowait(ctx)
+            queue = self._queues[ctx.device] = collections.deque()
+            self._workers[ctx.device] = self.tasks.spawn(self._worker(ctx.device, queue), f"commands:{ctx.device}")
+        queue.append(ctx)
 
     def sync_desired(self, device: str) -> None:
         """Apply the twin's delta for writable properties (queued behind the device's commands)."""
         self.submit(Context(_SYNC, device, None, b"", None, lambda body: None))
 
-    async def _worker(self, queue: asyncio.Queue[Context]) -> None:
-        while True:
-            ctx = await queue.get()
-            try:
-                if ctx.kind == _SYNC:
-                    await self._sync(ctx.device)
-                else:
-                    await self._execute(ctx)
-            except Exception:  # one bad command must not stop this device's queue
-                log.exception("command on %s failed unexpectedly", ctx.device)
-            finally:
-                queue.task_done()
+    async def _worker(self, device: str, queue: collections.deque[Context]) -> None:
+        try:
+            while queue:
+                ctx = queue[0]
+                try:
+                    if ctx.kind == _SYNC:
+                        await self._sync(ctx.device)
+                    else:
+                        await self._execute(ctx)
+                except Exception:  # one bad command must not stop this device's queue
+                    log.exception("command on %s failed unexpectedly", ctx.device)
+                finally:
+                    queue.popleft()
+        finally:  # nothing left (or cancelled): the next command starts a new worker
+            if self._queues.get(device) is queue:
+                del self._queues[device]
+                del self._workers[device]
 
     async def close(self, timeout: float = 10.0) -> None:
         """Answer the commands already received, then stop."""
-        try:
-            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), timeout)
-        except TimeoutError:
-            log.warning("commands still running after %.0f s at shutdown", timeout)
-        await self.tasks.cancel(self._workers.values())
+        workers = list(self._workers.values())
+        if workers:
+            _, running = await asyncio.wait(workers, timeout=timeout)
+            if running:
+                log.warning("commands still running after %.0f s at shutdown", timeout)
+        await self.tasks.cancel(list(self._workers.values()))
 
     def report_interrupted(self, interrupted: list[Interrupted]) -> None:
         """Commands that were executing when the last run died: their effect is unknown."""
