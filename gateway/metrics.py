@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
@@ -38,7 +38,8 @@ PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _POLL_BOUNDS = (*POLL_BUCKETS, math.inf)
-_POLL_LE = tuple(floatToGoString(bound) for bound in _POLL_BOUNDS)  # as prometheus_client writes ``le``
+_go_float: Callable[[float], str] = floatToGoString  # how prometheus_client writes ``le`` (untyped there)
+_POLL_LE = tuple(_go_float(bound) for bound in _POLL_BOUNDS)
 _ONLINE = "citytwin_device_online"
 _DURATION = "citytwin_device_poll_duration_seconds"
 _POINTS_READ = "citytwin_device_points_read"
@@ -424,6 +425,6 @@ class _DeviceCollector:
                     family.add_sample(name + "_created", labels, d.created)
             last.add_sample(_LAST_SUCCESS, labels, d.last_success)
             lag.add_sample(_POLL_LAG, labels, float(d.poll_lag))
-        for (device, reason), (value, since) in list(self._errors.items()):
-            errors.add_metric([device, reason], value, since if created else None)
+        for (device, reason), (failed, since) in list(self._errors.items()):
+            errors.add_metric([device, reason], failed, since if created else None)
         return families

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import generate_latest
+from prometheus_client import disable_created_metrics, enable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
@@ -184,3 +184,20 @@ def test_a_new_device_exposes_zeros_and_no_error_series() -> None:
     assert values['citytwin_device_last_success_timestamp_seconds{device="quiet"}'] == "0.0"
     assert not any(line.startswith("citytwin_device_read_errors") for line in lines)
     assert len(values) == len(POLL_BUCKETS) + 1 + 2 + 6  # buckets with +Inf, count and sum, 6 more
+
+
+def test_created_series_follow_prometheus_client_switch() -> None:
+    """With ``_created`` switched off, no family carries it: the device series as the others."""
+    metrics = GatewayMetrics("gw-test", process=False)
+    device = metrics.device("pump-a", ["start_pump"])
+    device.polled(0.01, bad(1))
+    metrics.command("pump-a", "start_pump", "succeeded", 0.01)
+    assert "citytwin_device_points_read_created" in generate_latest(metrics.registry).decode()
+    disable_created_metrics()
+    try:
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        enable_created_metrics()
+    assert "_created" not in text
+    assert 'citytwin_device_read_errors_total{device="pump-a",reason="bad_point"} 1.0' in text
+    assert 'citytwin_commands_total{device="pump-a",service="start_pump",status="succeeded"} 1.0' in text
