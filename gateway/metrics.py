@@ -128,9 +128,9 @@ class DeviceMetrics:
     """The figures of one device as plain numbers; the registry's collector reads them at scrape.
 
     Why not prometheus_client children: a labelled child holds one locked value per sample
-    (a histogram one per bucket), 21 value objects and as many locks a device, ~7 kB each
-    and a label lookup at creation: 7 MB and measurable start-up time at 1,000 devices
-    (issues 13 and 19). Here a device costs one slotted object and a short list of buckets.
+    (a histogram one per bucket), 21 value objects and as many locks a device, ~8 kB and a
+    label lookup each at creation (issues 13 and 19). Here a device costs one slotted object
+    and a short list of buckets, ~0.4 kB (``benchmarks/device_metrics.py``).
 
     Only the event loop writes them (the runner's polls, pushes and reports), and /metrics is
     rendered on that loop too (``gateway/httpapi.py`` calls ``generate_latest`` in its
