@@ -44,7 +44,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from citytwin.drivers.base import Quality, Reading
-from citytwin.gateway.metrics import POLL_BUCKETS, GatewayMetrics
+from citytwin.gateway.devicemetrics import POLL_BUCKETS
+from citytwin.gateway.metrics import GatewayMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ("children", "collector")

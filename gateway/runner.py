@@ -52,7 +52,7 @@ from citytwin.gateway.pipeline import DevicePipeline
 from citytwin.gateway.prioritylock import PriorityLock
 
 if TYPE_CHECKING:
-    from citytwin.gateway.metrics import DeviceMetrics
+    from citytwin.gateway.devicemetrics import DeviceMetrics
     from citytwin.gateway.overload import PollGate
 
 log = logging.getLogger("citytwin.device")

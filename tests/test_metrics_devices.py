@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from citytwin.drivers.base import Quality, Reading
-from citytwin.gateway.metrics import POLL_BUCKETS, GatewayMetrics
+from citytwin.gateway.devicemetrics import POLL_BUCKETS
+from citytwin.gateway.metrics import GatewayMetrics
 
 NOW = "<time>"  # a wall-clock value: checked to lie within the test, then compared as this marker
 DEVICE_FAMILIES = [  # (name as parsed, type, HELP), in the order they are exposed
