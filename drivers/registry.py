@@ -192,7 +192,8 @@ def _build(
         driver_class = getattr(importlib.import_module(module), cls)
     except ModuleNotFoundError as exc:
         raise ImportError(f"driver {name!r} needs {exc.name}: pip install {install}") from exc
-    return cast(Driver, driver_class(connection, dict(points)))
+    # the mapping itself, not a copy: many devices of one template share it, read only
+    return cast(Driver, driver_class(connection, points))
 
 def _modbus_tcp_models() -> BindingModels:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
