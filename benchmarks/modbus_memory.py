@@ -35,6 +35,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -124,12 +125,14 @@ async def _child(port: int, n: int, k: int, case: str, trace: bool) -> dict[str,
     figures = {"start": await _measure(trace)}
     counted = collections.Counter(type(o).__name__ for o in gc.get_objects())
     drivers: list[Driver] = []
+    started = time.perf_counter()
     for _ in range(n):
         if case == "unshared" and cache is not None and structs is not None:
             cache.clear()
             structs.cache_clear()
         points = template if case == "shared" else dict(template)
         drivers.append(create_driver("modbus-tcp", connection, points))
+    build_us = (time.perf_counter() - started) * 1e6 / n
     del points
     figures["built"] = await _measure(trace)
     await _connect_all(drivers)
@@ -151,6 +154,7 @@ async def _child(port: int, n: int, k: int, case: str, trace: bool) -> dict[str,
         "case": case, "trace": trace, "devices": n,
         "per_device_bytes": {phase: round((figures[phase] - figures["start"]) / n) for phase in PHASES},
         "objects_per_device": {kind: round(counts[kind] / n, 2) for kind in _KINDS},
+        "build_us_per_device": round(build_us, 1),
         "distinct_plans": len({id(getattr(d, "_plan_all", None)) for d in drivers}),
     }
     if trace:
@@ -196,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     traced = {r["case"]: r for r in runs if r["trace"]}
     rss = {r["case"]: r for r in runs if not r["trace"]}
     print(f"{n} modbus-tcp drivers x {k + 2} points, one template; bytes per device since before building "
-          "(tracemalloc | RSS, fresh process per figure)")
+          "(tracemalloc | RSS, fresh process per figure); build us: create_driver per device")
     print(f"{'case':<10}" + "".join(f"{'traced ' + p:>17}" for p in PHASES) + "".join(f"{'RSS ' + p:>15}" for p in PHASES)
-          + f"{'plans':>7}")
+          + f"{'plans':>7}{'build us':>10}")
     for case in CASES:
         t, r = traced[case]["per_device_bytes"], rss[case]["per_device_bytes"]
         print(f"{case:<10}" + "".join(f"{t[p]:>17,}" for p in PHASES) + "".join(f"{r[p]:>15,}" for p in PHASES)
-              + f"{traced[case]['distinct_plans']:>7}")
+              + f"{traced[case]['distinct_plans']:>7}{rss[case]['build_us_per_device']:>10.0f}")
     print("traced bytes per device after the read, by the code that allocated them:")
     for case in CASES:
         print(f"  {case:<10}" + "  ".join(f"{o} {b:,}" for o, b in traced[case]["per_device_bytes_by_owner"].items()))
