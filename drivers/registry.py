@@ -491,7 +491,10 @@ def binding_models(name: str) -> BindingModels:
 
 
 def create_driver(name: str, connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
-    """A new, unconnected driver ``name`` for one device and its validated point bindings."""
+    """A new, unconnected driver ``name`` for one device and its validated point bindings.
+
+    ``points`` is handed to the driver as is: devices of one template may share one mapping,
+    so a driver reads it and never changes it (none does; copy first if one ever must)."""
     return _entry(name)[1](connection, points)
 
 
