@@ -13,8 +13,9 @@ inflate it). Object counts per device come from ``gc.get_objects()`` after the r
 Cases, in the same run and against the same slave:
 
 - ``unshared`` (the baseline): every device gets its own copy of the point map, and the
-  shared plan cache is emptied before each driver is built, so each compiles its own plan:
-  what every device cost before plans were shared;
+  plan and ``Struct`` caches are emptied before each driver is built, so each compiles its
+  own plan (with today's compiler): what sharing saves. The code before sharing is measured
+  by running this benchmark on it (it works without the caches);
 - ``copies``: every device its own (equal) copy of the map, the cache on: sharing by value;
 - ``shared``: one map object for all devices, as the gateway hands a template's devices.
 
