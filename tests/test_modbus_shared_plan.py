@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import json
+import random
+import struct
 import subprocess
 import sys
 import weakref
@@ -23,6 +25,7 @@ from modbus_peers import SLAVE_POINTS, LibmodbusSlave
 from citytwin.drivers.base import Quality
 from citytwin.drivers.errors import BindingError
 from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
+from citytwin.drivers.modbus.codec import _format
 from citytwin.drivers.modbus.tcp import ModbusTcpDriver
 from citytwin.drivers.registry import create_driver
 from citytwin.simulators.pump_station.server import PumpStationSimulator
@@ -161,6 +164,18 @@ def test_a_plan_lives_only_while_a_driver_holds_it() -> None:
     del first, second
     gc.collect()
     assert plan() is None
+
+
+def test_counted_formats_unpack_exactly_as_the_codes_written_out() -> None:
+    rng = random.Random(19)
+    for _ in range(200):
+        codes = [rng.choice("HhIifQqd") for _ in range(rng.randint(1, 40))]
+        codes = [c for c in codes for _ in range(rng.choice((1, 1, 3)))]  # runs
+        written_out = struct.Struct(">" + "".join(codes))
+        data = rng.randbytes(written_out.size)
+        counted = struct.Struct(_format(codes)).unpack(data)
+        assert [repr(v) for v in counted] == [repr(v) for v in written_out.unpack(data)]  # NaN too
+    assert _format(["H"] * 100 + ["I", "H"]) == ">100HIH"
 
 
 def test_the_modbus_memory_benchmark_runs_and_writes_a_record(tmp_path: Path) -> None:
