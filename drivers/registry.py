@@ -192,7 +192,8 @@ def _build(
         driver_class = getattr(importlib.import_module(module), cls)
     except ModuleNotFoundError as exc:
         raise ImportError(f"driver {name!r} needs {exc.name}: pip install {install}") from exc
-    return cast(Driver, driver_class(connection, dict(points)))
+    # the mapping itself, not a copy: many devices of one template share it, read only
+    return cast(Driver, driver_class(connection, points))
 
 def _modbus_tcp_models() -> BindingModels:
     from citytwin.drivers.modbus.binding import ModbusPoint, ModbusTcpConnection
@@ -490,7 +491,10 @@ def binding_models(name: str) -> BindingModels:
 
 
 def create_driver(name: str, connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
-    """A new, unconnected driver ``name`` for one device and its validated point bindings."""
+    """A new, unconnected driver ``name`` for one device and its validated point bindings.
+
+    ``points`` is handed to the driver as is: devices of one template may share one mapping,
+    so a driver reads it and never changes it (none does; copy first if one ever must)."""
     return _entry(name)[1](connection, points)
 
 

@@ -11,6 +11,8 @@ significant): big/big is ABCD, little/big CDAB, big/little BADC, little/little D
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -65,6 +67,20 @@ _INT_RANGE: dict[str, tuple[int, int]] = {
 }
 _VALUE_STRUCT = {name: struct.Struct(">" + code) for name, code in _CODE.items()}
 _WORDS_STRUCT = {n: struct.Struct(f">{n}H") for n in (1, 2, 4)}
+
+@functools.lru_cache(maxsize=256)
+def _struct(fmt: str) -> struct.Struct:
+    """One ``Struct`` per format for the whole process: devices' blocks repeat the same few
+    formats. Immutable, so sharing is safe; bounded, since a format names a block's layout."""
+    return struct.Struct(fmt)
+
+
+def _format(codes: Sequence[str]) -> str:
+    """Big-endian format with runs counted: ``">100HIH"``, not 100 ``H``s, since a ``Struct``
+    keeps 32 bytes per code as written (3.4 kB for a 102-value block, 0.2 kB counted)."""
+    runs = ((code, len(list(run))) for code, run in itertools.groupby(codes))
+    return ">" + "".join(f"{n}{code}" if n > 1 else code for code, n in runs)
+
 
 Decoder = Callable[[Sequence[Any]], tuple[Any, ...]]
 """Maps a response's register (or bit) list to the values of a block's points, in order."""
@@ -159,8 +175,8 @@ def register_decoder(fields: Sequence[RegisterField | tuple[Any, ...]]) -> Decod
     pick = _picker(indices)
     if all(code == "H" for code in codes):
         return pick
-    pack = struct.Struct(f">{len(indices)}H").pack
-    unpack = struct.Struct(">" + "".join(codes)).unpack
+    pack = _struct(f">{len(indices)}H").pack
+    unpack = _struct(_format(codes)).unpack
 
     def decode(registers: Sequence[Any]) -> tuple[Any, ...]:
         return unpack(pack(*pick(registers)))
@@ -183,14 +199,14 @@ def _value_decoder(field: RegisterField) -> ValueDecoder:
     pick = _picker(register_indices(offset, type_, field.word_order))
     width = WIDTH[type_]
     endian = "<" if field.byte_order == "little" else ">"
-    pack = struct.Struct(f"{endian}{width}H").pack  # "<" swaps the bytes of every word
+    pack = _struct(f"{endian}{width}H").pack  # "<" swaps the bytes of every word
     unpack = _VALUE_STRUCT[type_].unpack
     return lambda registers: unpack(pack(*pick(registers)))[0]
 
 
 def _string_decoder(offset: int, length: int, encoding: Encoding, byte_order: ByteOrder) -> ValueDecoder:
     endian = "<" if byte_order == "little" else ">"
-    pack = struct.Struct(f"{endian}{length}H").pack
+    pack = _struct(f"{endian}{length}H").pack
     end = offset + length
 
     def decode(registers: Sequence[Any]) -> Any:

@@ -49,7 +49,7 @@ from citytwin.drivers.modbus.codec import (
     encode_string,
 )
 from citytwin.drivers.modbus.frames import frame_problem
-from citytwin.drivers.modbus.plan import ReadBlock, plan_reads
+from citytwin.drivers.modbus.plan import ReadBlock, SharedPlan, shared_plan
 
 # Every exception code of the Modbus application protocol (V1.1b3, section 7), and 7,
 # which older devices still send. Code 9 is not assigned.
@@ -66,10 +66,8 @@ EXCEPTION_NAMES: dict[int, str] = {
     11: "gateway target device failed to respond: the unit behind the gateway is silent",
 }
 _READ_FUNCTION = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
-_PLAN_CACHE_SIZE = 64
 
 Call = Callable[[ModbusBaseClient], Awaitable[ModbusPDU]]
-_Plan = tuple[tuple[ReadBlock, Call], ...]
 
 
 def exception_reason(code: int, what: str) -> str:
@@ -95,6 +93,7 @@ class _Write:
 
 
 def _read_call(block: ReadBlock, unit: int) -> Call:
+    # made per request, not kept in the plan: devices of any unit id share one plan
     start, count, table = block.start, block.count, block.table
     if table == "holding_register":
         return lambda c: c.read_holding_registers(start, count=count, device_id=unit)
@@ -153,23 +152,32 @@ class ModbusTcpDriver(Driver):
     Unit 0 is the broadcast address (connections allow it only with ``broadcast_writes``):
     writes are sent without waiting for an answer, nothing is read, and a point that needs
     an answer (read-back verification, read-modify-write of a bit) is refused here.
+
+    Memory: a gateway may run thousands of these from one template, so a driver keeps the
+    ``points`` mapping it is given (never copied, never changed: many drivers may be handed
+    the same one), takes its compiled read plan from ``plan.shared_plan`` (one per distinct
+    set of bindings, with no unit id or connection in it), and creates its write lock on the
+    first ``write()``.
     """
 
     _framer = FramerType.SOCKET
 
     def __init__(self, connection: ModbusLink, points: Mapping[str, ModbusPoint]) -> None:
         self._conn = connection
-        self._points: dict[str, ModbusPoint] = dict(points)
+        self._points = points  # read only: may be shared with other drivers
         self._broadcast = connection.unit == 0
         if self._broadcast:
             self._check_broadcast_points()
         self._peer = self._describe(connection)
-        self._plan_all = self._plan(self._points)
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plan: SharedPlan = shared_plan(
+            points, connection.max_gap, connection.max_registers, connection.max_bits
+        )
+        self._plan_all: tuple[ReadBlock, ...] = self._plan.blocks
         self._client: ModbusBaseClient | None = None
         self._generation = 0  # bumped whenever a client is discarded: silences its hooks
         self._lock = asyncio.Lock()  # one request at a time on the link
-        self._write_lock = asyncio.Lock()  # one write() at a time: read-modify-write is atomic
+        # one write() at a time, so read-modify-write is atomic; made by the first write()
+        self._write_lock: asyncio.Lock | None = None
         self._in_flight = False
         self._last_error: str | None = None
         self._requests = 0
@@ -330,16 +338,16 @@ class ModbusTcpDriver(Driver):
         plan = self._plan_all if points is None else self._subset_plan(points)
         if self._broadcast:  # nothing answers unit 0: refuse without sending anything
             reason = f"{self._peer}: unit 0 is the broadcast address; it cannot be read"
-            return [bad for block, _ in plan for bad in self._bad(block, reason)]
+            return [bad for block in plan for bad in self._bad(block, reason)]
         readings: list[Reading] = []
-        for block, call in plan:
-            readings.extend(await self._read_block(block, call))
+        for block in plan:
+            readings.extend(await self._read_block(block))
         return readings
 
-    async def _read_block(self, block: ReadBlock, call: Call) -> list[Reading]:
+    async def _read_block(self, block: ReadBlock) -> list[Reading]:
         what = f"reading {block.label}"
         try:
-            answer = await self._execute(call, what)
+            answer = await self._execute(_read_call(block, self._conn.unit), what)
         except DecodeError as exc:
             return self._bad(block, str(exc))
         if answer.isError():
@@ -387,6 +395,8 @@ class ModbusTcpDriver(Driver):
         point is read back right after its write and a difference raises ``DeviceError``.
         """
         writes = [self._prepare_write(name, value) for name, value in values.items()]
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
         async with self._write_lock:
             for write in writes:
                 await self._perform(write)
@@ -524,22 +534,7 @@ class ModbusTcpDriver(Driver):
 
     # -- plans ------------------------------------------------------------------------
 
-    def _plan(self, points: Mapping[str, ModbusPoint]) -> _Plan:
-        conn = self._conn
-        blocks = plan_reads(points, conn.max_gap, conn.max_registers, conn.max_bits)
-        return tuple((block, _read_call(block, conn.unit)) for block in blocks)
-
-    def _subset_plan(self, points: Sequence[str]) -> _Plan:
+    def _subset_plan(self, points: Sequence[str]) -> tuple[ReadBlock, ...]:
         if isinstance(points, str):
             raise BindingError("points must be a sequence of point names, not one string")
-        key = tuple(points)
-        plan = self._plans.get(key)
-        if plan is None:
-            unknown = [name for name in key if name not in self._points]
-            if unknown:
-                raise BindingError(f"unknown points: {', '.join(map(repr, unknown))}")
-            plan = self._plan({name: self._points[name] for name in key})
-            if len(self._plans) >= _PLAN_CACHE_SIZE:
-                del self._plans[next(iter(self._plans))]
-            self._plans[key] = plan
-        return plan
+        return self._plan.subset(tuple(points), self._points)
