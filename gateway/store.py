@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,8 +61,8 @@ class TwinStore:
             self._save([(d, orjson.dumps(doc)) for d, doc in twins.items()])
         return twins
 
-    async def save(self, snapshots: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        rows = [(device, orjson.dumps(doc)) for device, doc in snapshots]
+    async def save(self, rows: list[tuple[str, bytes]]) -> None:
+        """Persist (device, encoded twin snapshot) rows in one transaction."""
         if rows:
             await self._run(self._save, rows)
 
