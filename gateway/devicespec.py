@@ -181,7 +181,7 @@ class CompileCache:
     point_maps: dict[tuple[int, int], tuple[object, PointMap, list[tuple[Loc, str]]]] = field(
         default_factory=dict)
     # compiled maps by content (model, and each name with its shared point's identity)
-    equal_maps: dict[tuple[int, tuple[tuple[str, int], ...]], PointMap] = field(default_factory=dict)
+    equal_maps: dict[tuple[int, tuple[tuple[str, int], ...]], tuple[dict[str, Any], PointMap]] = field(default_factory=dict)
     # one compiled point per validated point object, property and model, for devices that
     # override some of a template's points and share the rest
     compiled: dict[tuple[int, str, int], tuple[BaseModel, PropertyPoint]] = field(default_factory=dict)
@@ -249,9 +249,11 @@ def compile_device(
         content = (id(model), tuple((name, id(point)) for name, point in config.points.items()))
         same = cache.equal_maps.get(content)
         if same is not None and not found:
-            points = same
+            # and the same config map: this device's copy (its 100 key strings among them)
+            # would stay scattered over the heap the load left behind, keeping it from shrinking
+            config.points, points = same
         elif not found:
-            cache.equal_maps[content] = points
+            cache.equal_maps[content] = (config.points, points)
         cache.point_maps[(id(config.points), id(model))] = (config.points, points, found)
     issues.extend((loc + rel, message) for rel, message in found)
     for name, output_point in config.outputs.items():
