@@ -120,6 +120,7 @@ class Gateway:
         await self.audit.open()
         interrupted = await self.command_log.open()
         self._stored = stored
+        self.relay.starting = frozenset(self.specs)  # commands for these wait until they are built
         self._hub_task = self.tasks.spawn(self.hub.run(), "hub")
         self.tasks.spawn(self.overload.run(), "overload")
         self.tasks.spawn(self.gate.govern(), "poll-gate")
@@ -127,6 +128,8 @@ class Gateway:
             self._start_device(device_id, spec)
             if n % 16 == 15:
                 await asyncio.sleep(0)  # start-up streams: devices built so far begin polling now
+        self.relay.starting = frozenset()
+        self.relay.started.set()
         self.relay.report_interrupted(interrupted)
         self._housekeeper = self.tasks.spawn(self._housekeeping(), "housekeeping")
         self.remote.publish_state()

@@ -83,6 +83,11 @@ class CommandRelay:
         self._queues: dict[str, collections.deque[Context]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.counts: dict[str, int] = {}
+        # devices in the config whose runners are still being built (start-up streams: the hub
+        # link is up before the last of 1,000 devices is): their commands wait for it, they are
+        # not refused as unknown
+        self.starting: frozenset[str] = frozenset()
+        self.started = asyncio.Event()
         self.metrics: GatewayMetrics | None = None
 
     # -- where commands come in --------------------------------------------------------
@@ -170,6 +175,9 @@ class CommandRelay:
             ctx.command_id = request.id
             ctx.operator = ctx.user if ctx.authenticated else self.access.identify(ctx.user, request.operator)
             runner = self.runners.get(ctx.device)
+            if runner is None and ctx.device in self.starting:
+                await self.started.wait()
+                runner = self.runners.get(ctx.device)
             if runner is None:
                 raise Rejected("unknown_device", f"no device {ctx.device!r} on this gateway")
             ctx.target = ctx.label

@@ -4,17 +4,20 @@ validated and compiled point map (in process; a templated gateway polls through 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import FakeDevice, InProcessGateway
 
 from citytwin.gateway.bootstrap import prepare, prepare_file
 from citytwin.gateway.cli.main import main as cli_main
+from citytwin.gateway.commandreplies import Context
 from citytwin.gateway.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,3 +243,32 @@ def test_the_fleet_push_benchmark_runs_and_writes_a_record(tmp_path: Path) -> No
     record = json.loads(path.read_text())
     assert record["added"] == 10 and record["points_read"] > 0 and record["lost"] == 0
     assert "longest poll gap" in result.stdout
+
+
+async def test_a_command_during_start_up_waits_for_its_device_instead_of_unknown(tmp_path: Path) -> None:
+    # 40 devices start in batches of 16 (the loop yields between them, and the hub link is up):
+    # a command for the last one arrives before its runner exists, and must not be refused
+    (tmp_path / "inv.csv").write_text("id,template,host\n" + "".join(f"s{i},sensor,10.0.0.{i}\n" for i in range(40)))
+    text = (TEMPLATED.replace("DEVICES", "  []").replace("devices:\n  []", "devices: []")
+            + "inventory: inv.csv\naccess: {grants: [{operators: [tester], role: viewer}]}\n")
+    fakes = {f"s{i}": FakeDevice({"level": 100, "pump1_fault": False, "inflow": 1.5}) for i in range(40)}
+    harness = InProcessGateway(text, tmp_path, fakes)
+    replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    seen_unbuilt: list[bool] = []
+
+    async def command_while_starting() -> None:
+        while harness.gateway is None or not harness.gateway.relay.starting:
+            await asyncio.sleep(0)
+        seen_unbuilt.append("s39" not in harness.gateway.runners)
+        harness.gateway.relay.submit(Context("get", "s39", None, b'{"id": "early-1"}', "tester", replies.put_nowait))
+
+    early = asyncio.create_task(command_while_starting())
+    async with harness as gw:
+        await early
+        async with asyncio.timeout(10):
+            reply = await replies.get()
+            while reply["status"] == "accepted":
+                reply = await replies.get()
+        assert seen_unbuilt == [True], "the command must arrive before the device is built"
+        assert reply["status"] == "succeeded" and reply["id"] == "early-1", reply
+        assert gw.gw.relay.starting == frozenset()
