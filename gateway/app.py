@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -28,7 +28,6 @@ from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig
 from citytwin.gateway.devicemeta import meta_document
 from citytwin.gateway.devicespec import DeviceSpec
-from citytwin.gateway.httpapi import HttpApi
 from citytwin.gateway.hublink import HubLink, now_ms
 from citytwin.gateway.jsonbytes import dumps
 from citytwin.gateway.metrics import GatewayMetrics
@@ -42,12 +41,14 @@ from citytwin.gateway.tasks import Tasks
 from citytwin.gateway.twins import Twin
 from citytwin.gateway.watchers import Watchers
 
+if TYPE_CHECKING:
+    from citytwin.gateway.httpapi import HttpApi
+
 _FLUSH_BATCH = 100  # twins rendered and persisted per store transaction
 
 log = logging.getLogger("citytwin.gateway")
 
 DriverFactory = Callable[[str, BaseModel, Mapping[str, BaseModel]], Driver]
-
 
 
 class Gateway:
@@ -98,7 +99,11 @@ class Gateway:
         self.metrics.watch_outbox(self.outbox)
         self.metrics.watch_overload(self.overload, self.gate)
         self.hub.metrics = self.relay.metrics = self.metrics
-        self.http = HttpApi(self, config.http) if config.http.enabled else None
+        self.http: HttpApi | None = None
+        if config.http.enabled:  # aiohttp is ~25 MB of a gateway's memory: imported only when served
+            from citytwin.gateway.httpapi import HttpApi
+
+            self.http = HttpApi(self, config.http)
         self.started_ms: int = now_ms()
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._stored: dict[str, dict[str, Any]] = {}
