@@ -130,13 +130,16 @@ def deep_merge(base: Any, over: Any) -> Any:
 class FleetDoc(Located):
     """The expanded config: places every device path in the template, entry, row or cell."""
 
-    __slots__ = ("entries", "issues", "templates")
+    __slots__ = ("entries", "issues", "shared_parts", "templates")
 
     def __init__(self, data: Any, doc: Located) -> None:
         super().__init__(data, doc.source, doc.lines)
         self.entries: list[tuple[DeviceEntry, Template | None]] = []
         self.issues: list[ConfigIssue] = []
         self.templates: dict[str, Template] = {}
+        # device index -> part -> the part validated once for every device that names the same
+        # YAML node (an anchor and its aliases), set after validation like a template's
+        self.shared_parts: dict[int, dict[str, Any]] = {}
 
     def where(self, path: Rel) -> tuple[str, int, str | None]:
         if len(path) < 2 or path[0] != "devices" or not isinstance(path[1], int) or path[1] >= len(self.entries):
@@ -153,7 +156,9 @@ class FleetDoc(Located):
     def finish(self, config: GatewayConfig) -> list[ConfigIssue]:
         """After validation: the parts a device took unchanged from its template are the
         template's validated objects, shared by all its devices."""
-        for device, (entry, template) in zip(config.devices, self.entries, strict=True):
+        for index, (device, (entry, template)) in enumerate(zip(config.devices, self.entries, strict=True)):
+            for part, validated in self.shared_parts.get(index, {}).items():
+                setattr(device, part, validated)
             if template is None:
                 continue
             for part, validated in template.validated.items():
@@ -221,6 +226,9 @@ def expand_fleet(doc: Located, base_dir: Path, files: Mapping[str, str] | None =
                            ("devices", i)) for i, d in enumerate(devices)]
     if "templates" not in data and "inventory" not in data and not any("template" in e.data for e in entries):
         fleet.entries = [(e, None) for e in entries]
+        shared = _share_aliases(fleet, devices)
+        if shared is not devices:
+            fleet.data = dict(data, devices=shared)
         check_uids(fleet, data, devices)
         return fleet
     fleet.templates = _templates(data.get("templates", {}), fleet)
@@ -234,9 +242,54 @@ def expand_fleet(doc: Located, base_dir: Path, files: Mapping[str, str] | None =
     for entry in _inventory_entries(data.get("inventory"), doc, base_dir, fleet.issues, files or {}):
         _add(fleet, expanded, entry)
     _drop_repeated_ids(fleet, expanded)
-    fleet.data = dict(data, devices=expanded)
+    fleet.data = dict(data, devices=_share_aliases(fleet, expanded))
     check_uids(fleet, data, expanded)
     return fleet
+
+
+def _share_aliases(fleet: FleetDoc, devices: list[Any]) -> list[Any]:
+    """Devices written out that name one YAML node for a part (``points: *pumps``) share it.
+
+    The part is validated once, whole, as a template's is; each further device gets an empty
+    placeholder through validation and the validated object afterwards (``finish``). Without
+    this, 1,000 devices aliasing one 100-point map made 100,000 point models, most of them
+    garbage at once, and the heap that held them did not shrink back (docs/performance.md). A
+    part that does not validate whole is left to each device, which reports its errors.
+    """
+    nodes: dict[tuple[str, str, int], Any] = {}  # (driver, part, id of the node) -> the node
+    uses: dict[tuple[str, str, int], int] = {}
+    validated: dict[tuple[str, str, int], Any] = {}
+    out: list[Any] | None = None
+    for index, (device, (_, template)) in enumerate(zip(devices, fleet.entries, strict=False)):
+        driver = device.get("driver") if isinstance(device, dict) else None
+        if template is not None or not isinstance(driver, str) or driver not in DRIVER_NAMES:
+            continue
+        for part in SHARED:
+            items = device.get(part)
+            if not isinstance(items, dict | list) or not items:
+                continue
+            key = (driver, part, id(items))
+            if nodes.setdefault(key, items) is not items:
+                continue
+            count = uses[key] = uses.get(key, 0) + 1
+            if count == 1:
+                continue  # its first device validates it as written
+            if count == 2:
+                validated[key] = _whole(driver, part, items)
+            value = validated[key]
+            if value is None:
+                continue
+            out = out if out is not None else list(devices)
+            out[index] = dict(out[index], **{part: {} if isinstance(items, dict) else []})
+            fleet.shared_parts.setdefault(index, {})[part] = value
+    return out if out is not None else devices
+
+
+def _whole(driver: str, part: str, items: Any) -> Any:
+    try:
+        return _part_adapter(driver, part).validate_python(items)
+    except ValidationError:
+        return None
 
 
 def _drop_repeated_ids(fleet: FleetDoc, expanded: list[Any]) -> None:

@@ -272,3 +272,35 @@ async def test_a_command_during_start_up_waits_for_its_device_instead_of_unknown
         assert seen_unbuilt == [True], "the command must arrive before the device is built"
         assert reply["status"] == "succeeded" and reply["id"] == "early-1", reply
         assert gw.gw.relay.starting == frozenset()
+
+
+ALIASED = """
+gateway: {id: gw, data_dir: DATA_DIR}
+devices:
+  - id: a0
+    model: pump_station
+    driver: modbus-tcp
+    connection: {host: 10.0.0.1}
+    points: &shared
+      level:        {table: input_register, address: 0, scale: 0.01}
+      inflow:       {table: input_register, address: 2, type: TYPE}
+  - {id: a1, model: pump_station, driver: modbus-tcp, connection: {host: 10.0.0.2}, points: *shared}
+  - {id: a2, model: pump_station, driver: modbus-tcp, connection: {host: 10.0.0.3}, points: *shared}
+"""
+
+
+def test_devices_aliasing_one_yaml_map_share_it_validated_once(tmp_path: Path) -> None:
+    config, specs = prepare(ALIASED.replace("TYPE", "float32"), "gw.yaml", tmp_path)
+    a0, a1, a2 = (specs[d] for d in ("a0", "a1", "a2"))
+    assert a1.config.points is a2.config.points  # the part validated once, for the aliases
+    assert a0.points is a1.points is a2.points  # and one compiled map for all three
+    assert a2.config.points["inflow"].type == "float32" and a2.points["level"].scale == 0.01
+
+
+def test_an_error_in_an_aliased_map_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    text = ALIASED.replace("TYPE", "float33")
+    with pytest.raises(ConfigError) as info:
+        prepare(text, "gw.yaml", tmp_path)
+    issues = [str(i) for i in info.value.issues]
+    assert issues and all(i.startswith(f"gw.yaml:{line_of(text, 'float33')}:") for i in issues), issues
+    assert any("devices[2].points.inflow.type" in i for i in issues), issues
