@@ -290,7 +290,7 @@ devices:
 
 
 def test_devices_aliasing_one_yaml_map_share_it_validated_once(tmp_path: Path) -> None:
-    config, specs = prepare(ALIASED.replace("TYPE", "float32"), "gw.yaml", tmp_path)
+    _, specs = prepare(ALIASED.replace("TYPE", "float32"), "gw.yaml", tmp_path)
     a0, a1, a2 = (specs[d] for d in ("a0", "a1", "a2"))
     assert a1.config.points is a2.config.points  # the part validated once, for the aliases
     assert a0.points is a1.points is a2.points  # and one compiled map for all three
