@@ -448,6 +448,7 @@ def _bacnet_models() -> BindingModels:
         discover=Discoverer(
             ("bacnet",),
             _lazy_discover("citytwin.drivers.bacnet.discover:discover_bacnet", "'bacpypes3>=0.0.110,<0.0.120'"),
+            _lazy_discover("citytwin.drivers.bacnet.discover:browse_bacnet", "'bacpypes3>=0.0.110,<0.0.120'"),
         ),
     )
 

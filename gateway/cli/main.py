@@ -178,12 +178,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_async(_until_signal(run_demo(args.duration, args.broker, Path(args.log_file))))
 
 
+# the drivers without a discover, and why (a URL with one of these schemes gets the reason)
+_CANNOT_DISCOVER = {
+    **dict.fromkeys(("modbus", "modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"), (
+        "Modbus devices cannot be discovered: the protocol has no request that lists a device's registers "
+        "or says what they hold (type, word order, scale, unit); bind the points from the vendor's register "
+        "map (deploy/examples/pump-station.yaml)")),
+    **dict.fromkeys(("coap", "coaps"), (
+        "the CoAP driver has no discover: a device's /.well-known/core (RFC 6690) names its resources but "
+        "not the values inside them, their types, units or ranges; list it with any CoAP client "
+        "(coap-client -m get coap://HOST/.well-known/core) and bind path and JSON pointer by hand "
+        "(deploy/examples/city-sensors.yaml)")),
+    **dict.fromkeys(("mqtt", "mqtts"), (
+        "MQTT devices cannot be discovered: a broker does not know which topics a device will publish "
+        "or what their payloads mean; bind the topics and JSON pointers from the device's documentation "
+        "(deploy/examples/meters.yaml)")),
+    **dict.fromkeys(("dlt645", "cjt188"), (
+        "DL/T 645 and CJ/T 188 meters cannot be discovered: a meter answers only the data identifiers it "
+        "is asked for and has no request that lists them; bind the identifiers from the standard's tables "
+        "(deploy/examples/energy-meters.yaml, water-heat-meters.yaml)")),
+    **dict.fromkeys(("hj212", "sl651"), (
+        "HJ 212 and SL 651 stations call in and cannot be asked what they hold; run the gateway with a "
+        "listener for them and see the factors they report in its log and twins (deploy/examples)")),
+}
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     """Browse a device with the discoverer its URL scheme names in the driver registry."""
     from citytwin.drivers.errors import DriverError
     from citytwin.drivers.registry import discoverer
 
     url: str = args.url
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in _CANNOT_DISCOVER:
+        print(f"citytwin discover: {url}: {_CANNOT_DISCOVER[scheme]}", file=sys.stderr)
+        return 2
     try:
         discover = discoverer(url)
     except LookupError as exc:
@@ -252,8 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_commands(sub)
 
-    discover = sub.add_parser("discover", help="browse a device and print a starting binding")
-    discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
+    discover = sub.add_parser(
+        "discover", help="browse a device and print a starting binding (or write a template and model)",
+        epilog="OPC UA and BACnet devices can be browsed. Modbus, MQTT, DL/T 645 and CJ/T 188 devices cannot: "
+               "their protocols have no way to list what a device holds (bind them from the vendor's map); "
+               "HJ 212 and SL 651 stations call in; CoAP has no discover here (its /.well-known/core names "
+               "resources, not their values, types or units). `citytwin discover modbus://…` says so and why.")
+    discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], "
+                                      "opc.tcp://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                           help="give up on a server that does not answer within this long (default: %(default)s)")
     discover.add_argument("--template", metavar="FILE", help="write a starting template (a templates: entry) here")
