@@ -101,7 +101,7 @@ def js_peer() -> object:
 
 
 async def test_bacnet_discover_of_a_foreign_device_without_optional_properties(js_peer: JsPeer, tmp_path: Path) -> None:
-    code, out, err = await cli("discover", f"bacnet://127.0.0.1:{js_peer.port}", "--timeout", "3",
+    code, _, err = await cli("discover", f"bacnet://127.0.0.1:{js_peer.port}", "--timeout", "3",
                                "--template", str(tmp_path / "t.yaml"), "--model", str(tmp_path / "m.json"),
                                "--product-key", "vendor.zone")
     assert code == 0, err

@@ -45,9 +45,9 @@ _PER_REQUEST = 20
 _PER_REQUEST_EXTENDED = 5  # descriptions and state texts make longer answers
 # the optional properties each kind of object may describe itself with (ASHRAE 135 clause 12)
 _EXTENDED = {
-    **dict.fromkeys(ANALOG, ["min-pres-value", "max-pres-value"]),
-    **dict.fromkeys(BINARY, ["inactive-text", "active-text"]),
-    **dict.fromkeys(MULTI_STATE, ["number-of-states", "state-text"]),
+    **dict.fromkeys(ANALOG, ("min-pres-value", "max-pres-value")),
+    **dict.fromkeys(BINARY, ("inactive-text", "active-text")),
+    **dict.fromkeys(MULTI_STATE, ("number-of-states", "state-text")),
 }
 _OPERATOR_PRIORITY = 8  # "manual operator" in the standard's priority table
 # BACnet engineering units (as bacpypes3 names them) -> the unit a thing model writes
@@ -92,7 +92,7 @@ def _request(objects: list[Any], extended: bool) -> list[Any]:
         props = ["object-name"] + (["units"] if kind in ANALOG else [])
         props += ["priority-array"] if kind in COMMANDABLE else []
         if extended:
-            props += ["description", *_EXTENDED.get(kind, [])]
+            props += ["description", *_EXTENDED.get(kind, ())]
         request.extend([obj, props])
     return request
 
