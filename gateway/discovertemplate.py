@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from citytwin.thingmodels.loader import load_model_json
+from citytwin.thingmodels.loader import RESERVED, load_model_json
 
 # OPC UA built-in types -> TSL. TSL's int is 32-bit: wider integers become double, exact
 # below 2^53 (counters and totals stay exact for decades of realistic counts).
@@ -78,6 +78,32 @@ def _entry(identifier: str, hints: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _identifier(name: str, taken: set[str]) -> str:
+    """``name`` as a TSL identifier (a letter first, at most 50 characters, not reserved), unique."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "point"
+    if not base[0].isalpha():
+        base = f"p_{base}"
+    base = base[:50]
+    if base in RESERVED:  # time, value, set …: TSL keeps them for its own topics
+        base = f"{base}_1"
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base[:50 - len(str(n)) - 1]}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def normalized(found: dict[str, Any]) -> dict[str, Any]:
+    """The browse with every point and service named by a valid, unique TSL identifier (the
+    model's identifiers and the template's point names must be the same)."""
+    taken: set[str] = set()
+    renamed: dict[str, str] = {}
+    points = {renamed.setdefault(n, _identifier(n, taken)): p for n, p in found["points"].items()}
+    services = {renamed.setdefault(n, _identifier(n, taken)): v for n, v in found.get("services", {}).items()}
+    hints = {renamed[n]: h for n, h in found.get("hints", {}).items() if n in renamed}
+    return {**found, "points": points, "services": services, "hints": hints}
+
+
 def _modelled(found: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The browsed points a model property can be made for, by name."""
     hints: dict[str, dict[str, Any]] = found.get("hints", {})
@@ -86,6 +112,7 @@ def _modelled(found: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def make_model(found: dict[str, Any], product_key: str) -> dict[str, Any]:
     """A TSL thing model of every browsed point (a property) and method (a service)."""
+    found = normalized(found)
     hints: dict[str, dict[str, Any]] = found.get("hints", {})
     properties = []
     for name, point in _modelled(found).items():
@@ -112,6 +139,7 @@ def make_model(found: dict[str, Any], product_key: str) -> dict[str, Any]:
 
 def make_template(found: dict[str, Any], name: str, model_ref: str) -> str:
     """The template (a ``templates:`` entry) binding every modelled property and method."""
+    found = normalized(found)
     points = _modelled(found)
     body: dict[str, Any] = {"model": model_ref, "driver": found["driver"],
                             "connection": dict(found.get("connection", {})), "points": points}

@@ -1,7 +1,9 @@
 """Discovery makes templates beyond OPC UA: ``citytwin discover bacnet://… --template --model``
 against the bacnet-building simulator (bacpypes3, with the optional properties BACnet objects
-describe themselves with) and the @bacnet-js/client peer (without them); the template passes
-``citytwin config check`` and the device polls. Drivers that cannot discover say why."""
+describe themselves with) and the @bacnet-js/client peer (without them), and ``discover
+coap://…`` against the city-sensors simulator (aiocoap) and libcoap's coap-server; each
+template passes ``citytwin config check`` and the device reports through it. Drivers that
+cannot discover say why."""
 
 from __future__ import annotations
 
@@ -13,12 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 from bacpypes3.local.multistate import MultiStateValueObject
+from coap_peers import LibcoapServer, coap_client
+from conftest import free_port
 from harness import InProcessGateway
 from test_bacnet_jspeer import JsPeer, free_udp_port
 
+from citytwin.drivers.coap.discover import parse_links
+from citytwin.drivers.errors import DecodeError
 from citytwin.gateway.bootstrap import prepare
 from citytwin.simulators.bacnet_building.building import Building
 from citytwin.simulators.bacnet_building.server import BuildingSimulator
+from citytwin.simulators.city_sensors.server import CitySensorsSimulator
 from citytwin.thingmodels.loader import load_model_json
 
 
@@ -131,3 +138,78 @@ async def test_a_driver_that_cannot_discover_says_why(url: str, why: str, tmp_pa
     code, out, err = await cli("discover", url, "--template", str(tmp_path / "t.yaml"))
     assert code == 2 and why in err and "Traceback" not in err, err
     assert out == "" and not (tmp_path / "t.yaml").exists()
+
+
+async def test_coap_discover_writes_a_model_and_a_template_that_check_and_run(tmp_path: Path) -> None:
+    async with CitySensorsSimulator(port=free_port(udp=True), tick=0.05, seed=3, interval=0.2) as sim:
+        code, out, err = await cli("discover", f"coap://127.0.0.1:{sim.port}", "--timeout", "3", "--name", "sensors",
+                                   "--template", str(tmp_path / "sensors.yaml"), "--model", str(tmp_path / "s.json"))
+        assert code == 0, err
+        assert "left out" not in out, out
+        model = json.loads((tmp_path / "s.json").read_text())
+        load_model_json(json.dumps(model))
+        props = {p["identifier"]: p for p in model["properties"]}
+        assert props["aq_pm_pm25"]["dataType"] == {"type": "double", "specs": {}}
+        assert props["mh_level_overflow"]["dataType"]["type"] == "bool"
+        assert all(p["accessMode"] == "r" for p in props.values())  # the links say nothing of writes
+        assert {s["identifier"] for s in model["services"]} == {"aq_calibrate", "mh_selftest"}
+
+        template = yaml.safe_load((tmp_path / "sensors.yaml").read_text())["templates"]["sensors"]
+        assert template["driver"] == "coap" and template["connection"] == {"host": "127.0.0.1", "port": sim.port}
+        assert template["points"]["mh_level_level"] == {"path": "/mh/level", "pointer": "/level", "observe": True}
+        assert template["points"]["mh_battery_voltage"] == {"path": "/mh/battery", "pointer": "/voltage"}
+        assert template["services"]["mh_selftest"] == {"call": {"path": "/mh/selftest", "method": "POST"}}
+
+        config = tmp_path / "gw.yaml"
+        config.write_text("gateway: {id: g, data_dir: DATA_DIR}\nhub: {url: 'mqtt://127.0.0.1:1'}\n"
+                          "http: {enabled: false}\naccess: {anonymous: admin}\n"
+                          + (tmp_path / "sensors.yaml").read_text()
+                          + "devices:\n  - {id: street-1, template: sensors, poll_period: 0.5}\n")
+        code, out, err = await cli("config", "check", str(config))
+        assert code == 0 and "template sensors: 1 device(s)" in out, err
+        async with InProcessGateway(config.read_text(), tmp_path, None) as gw:
+            twin = gw.gw.twins["street-1"]
+            await gw.wait_for(lambda: {"aq_pm_pm25", "mh_level_overflow", "mh_battery_voltage"} <= set(twin.reported),
+                              what="the discovered device reporting")
+            assert isinstance(twin.reported["mh_level_overflow"], bool)
+            reply = await gw.command("street-1", "invoke", "mh_selftest", {"id": "t1", "input": {}}, operator=None)
+            assert reply["status"] == "succeeded" and reply["output"]["passed"] is True, reply
+
+
+async def test_coap_discover_of_libcoap_says_what_it_left_out(tmp_path: Path) -> None:
+    server = LibcoapServer()
+    server.start()
+    try:  # libcoap's example resources are text; PUT makes a JSON one (coap-server -d)
+        coap_client("-B", "2", "-m", "put", "-t", "50", "-e", '{"temperature": 21.5, "door": {"open": false}, '
+                    '"label": "north"}', server.url("/station"))
+        code, out, err = await cli("discover", f"coap://127.0.0.1:{server.port}", "--timeout", "1",
+                                   "--template", str(tmp_path / "t.yaml"), "--model", str(tmp_path / "m.json"))
+    finally:
+        server.stop()
+    assert code == 0, err
+    props = {p["identifier"]: p for p in json.loads((tmp_path / "m.json").read_text())["properties"]}
+    assert {k: p["dataType"]["type"] for k, p in props.items()} == {
+        "station_temperature": "double", "station_door_open": "bool"}
+    # what a CoAP point cannot bind (text) and what did not answer (/async answers late) is
+    # said, with libcoap's link titles parsed past their quoted attributes, never dropped silently
+    assert "left out: /time: text, which a CoAP point cannot bind" in out, out
+    assert "left out: /station#/label: text" in out and "left out: /async: not read" in out, out
+    text = (tmp_path / "t.yaml").read_text()
+    points = yaml.safe_load(text)["templates"]["127.0.0.1"]["points"]
+    assert points["station_door_open"]["pointer"] == "/door/open" and points["station_door_open"]["path"] == "/station"
+    _, specs = prepare("gateway: {id: g}\n" + text + "devices:\n  - {id: x, template: 127.0.0.1}\n", "gw.yaml",
+                       tmp_path)
+    assert set(specs["x"].points) == set(props)
+
+
+def test_link_format_as_rfc_6690_writes_it() -> None:
+    # RFC 6690 section 5's examples, and a quoted title holding the separators
+    text = ('</sensors/temp>;rt="temperature-c";if="sensor",\n</sensors/light>;rt="light-lux";if="sensor",'
+            '</t>;title="a, b; c";obs;ct=50')
+    assert parse_links(text) == [
+        ("/sensors/temp", {"rt": "temperature-c", "if": "sensor"}),
+        ("/sensors/light", {"rt": "light-lux", "if": "sensor"}),
+        ("/t", {"title": "a, b; c", "obs": "", "ct": "50"}),
+    ]
+    with pytest.raises(DecodeError, match="malformed link format"):
+        parse_links("</a>;x,garbage")

@@ -179,16 +179,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # the drivers without a discover, and why (a URL with one of these schemes gets the reason)
-_CANNOT_DISCOVER = {
+_CANNOT_DISCOVER: dict[str, str] = {
     **dict.fromkeys(("modbus", "modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"), (
         "Modbus devices cannot be discovered: the protocol has no request that lists a device's registers "
         "or says what they hold (type, word order, scale, unit); bind the points from the vendor's register "
         "map (deploy/examples/pump-station.yaml)")),
-    **dict.fromkeys(("coap", "coaps"), (
-        "the CoAP driver has no discover: a device's /.well-known/core (RFC 6690) names its resources but "
-        "not the values inside them, their types, units or ranges; list it with any CoAP client "
-        "(coap-client -m get coap://HOST/.well-known/core) and bind path and JSON pointer by hand "
-        "(deploy/examples/city-sensors.yaml)")),
     **dict.fromkeys(("mqtt", "mqtts"), (
         "MQTT devices cannot be discovered: a broker does not know which topics a device will publish "
         "or what their payloads mean; bind the topics and JSON pointers from the device's documentation "
@@ -250,6 +245,8 @@ def _discover_template(args: argparse.Namespace, browse: Any) -> int:
         template_path.write_text(make_template(found, name, ref), encoding="utf-8")
     print(f"{args.url}: {len(model['properties'])} properties, {len(model['services'])} services -> "
           f"{model_path}" + (f", template {name!r} -> {args.template}" if args.template else ""))
+    for note in found.get("notes", []):  # what the browse could not read, so nobody thinks it is all there
+        print(f"  left out: {note}")
     return 0
 
 
@@ -283,12 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     discover = sub.add_parser(
         "discover", help="browse a device and print a starting binding (or write a template and model)",
-        epilog="OPC UA and BACnet devices can be browsed. Modbus, MQTT, DL/T 645 and CJ/T 188 devices cannot: "
-               "their protocols have no way to list what a device holds (bind them from the vendor's map); "
-               "HJ 212 and SL 651 stations call in; CoAP has no discover here (its /.well-known/core names "
-               "resources, not their values, types or units). `citytwin discover modbus://…` says so and why.")
+        epilog="OPC UA, BACnet and CoAP devices can be browsed (CoAP: the resources /.well-known/core lists, "
+               "types guessed from one reading). Modbus, MQTT, DL/T 645 and CJ/T 188 devices cannot: their "
+               "protocols have no way to list what a device holds (bind them from the vendor's map); HJ 212 and "
+               "SL 651 stations call in. `citytwin discover modbus://…` says so and why.")
     discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], "
-                                      "opc.tcp://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
+                                      "opc.tcp://HOST:PORT[/PATH], bacnet://HOST[:PORT], coap://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                           help="give up on a server that does not answer within this long (default: %(default)s)")
     discover.add_argument("--template", metavar="FILE", help="write a starting template (a templates: entry) here")
