@@ -134,6 +134,9 @@ async def test_disabled_remote_config_shares_no_config_and_replaces_the_stale_on
         assert (await hub_cli("config", "get", *broker, "--json")).json()["enabled"] is False
         diff = await hub_cli("config", "diff", str(tmp_path / "gw.yaml"), *broker)
         assert diff.code == 2 and "remote configuration disabled" in diff.err, diff.err
+        refused = await hub_cli("config", "push", str(tmp_path / "gw.yaml"), *broker, "--operator", "cfg-admin",
+                                "--timeout", "10s")
+        assert refused.code == 3 and "v3: refused: this gateway does not take configs" in refused.out, refused.out
 
 
 async def test_a_local_reload_switching_remote_config_off_withdraws_the_config(
