@@ -6,9 +6,9 @@ data: points, services, and what the device says about them) becomes a TSL thing
 not the point's, as BACnet's object types; range, unit, value names and description from the
 device, e.g. OPC UA EURange, EngineeringUnits, Description, or BACnet min/max-pres-value,
 units, state-text, active/inactive-text, description; access from the writable flag) and a
-template that binds every property to its point. Both load as they are (checked here), but they are a
-start, not a product: names come from browse paths, and a vendor or integrator should name,
-trim and describe them before a fleet runs on them.
+template that binds every property to its point. Both load as they are (checked here), but
+they are a start, not a product: names come from browse paths and object names, and a vendor
+or integrator should name, trim and describe them before a fleet runs on them.
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def make_template(found: dict[str, Any], name: str, model_ref: str) -> str:
                             "connection": dict(found.get("connection", {})), "points": points}
     if found.get("services"):
         body["services"] = found["services"]
-    header = (f"# A starting template discovered from {found.get('connection', {}).get('url', 'the device')}: "
+    conn = found.get("connection", {})
+    where = conn.get("url") or conn.get("address") or conn.get("host") or "the device"
+    header = (f"# A starting template discovered from {where}: "
               f"{len(points)} points, {len(found.get('services', {}))} methods, bound to {model_ref}.\n"
               "# Edit before use: rename points and services to meaningful identifiers (in the model too),\n"
               "# drop what the city does not need, set deadbands; move what differs per device (URL, address,\n"
