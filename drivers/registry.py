@@ -286,7 +286,15 @@ def _coap_models() -> BindingModels:
     def writable(point: BaseModel) -> bool:
         return isinstance(point, CoapPoint) and point.writable
 
-    return BindingModels(CoapConnection, CoapPoint, CoapCall, writable, check=check_point)
+    install = "'aiocoap>=0.4.17,<0.5' 'cbor2>=5.6,<7'"
+    return BindingModels(
+        CoapConnection, CoapPoint, CoapCall, writable, check=check_point,
+        discover=Discoverer(
+            ("coap",),
+            _lazy_discover("citytwin.drivers.coap.discover:discover_coap", install),
+            _lazy_discover("citytwin.drivers.coap.discover:browse_coap", install),
+        ),
+    )
 
 
 def _coap_driver(connection: BaseModel, points: Mapping[str, BaseModel]) -> Driver:
@@ -448,6 +456,7 @@ def _bacnet_models() -> BindingModels:
         discover=Discoverer(
             ("bacnet",),
             _lazy_discover("citytwin.drivers.bacnet.discover:discover_bacnet", "'bacpypes3>=0.0.110,<0.0.120'"),
+            _lazy_discover("citytwin.drivers.bacnet.discover:browse_bacnet", "'bacpypes3>=0.0.110,<0.0.120'"),
         ),
     )
 

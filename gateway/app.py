@@ -201,8 +201,9 @@ class Gateway:
                     log.error("reload refused: %s", issue)
                 self.metrics.reloads.labels("refused").inc()
                 return {"result": "refused", "errors": [str(i) for i in exc.issues]}
-            self.remote.forget()  # the local file wins over a config the hub sent before
-            return await self._apply(config, specs, str(self.config_path))
+            result = await self._apply(config, specs, str(self.config_path))
+            self.remote.forget()  # the local file wins over a hub's config (reported with the file's settings)
+            return result
 
     async def apply(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
         """Apply a validated config (from the hub: gateway/remoteconfig.py) as ``reload`` does."""

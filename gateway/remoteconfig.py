@@ -12,10 +12,14 @@ account must not be able to take a gateway over. So:
   outbox, twins and hub link are untouched), and if the devices it added or changed are not
   all online within ``remote_config.rollback_after`` seconds the previous config is applied
   again and the answer says ``rolled_back`` and why;
-- the answer, and the active config (without locked sections, secrets masked), is retained
-  on ``{p}/{gw}/config/reported``; every attempt is in the audit chain; the last good config
-  is kept in the data directory and used again at restart (``restore``), until a local
-  reload (SIGHUP, POST /reload) makes the local file win again.
+- the answer, and the active config (secrets masked, locked sections named in ``locked`` but
+  their contents withheld), is retained on ``{p}/{gw}/config/reported``; every attempt is in
+  the audit chain; the last good config is kept in the data directory and used again at
+  restart (``restore``), until a local reload (SIGHUP, POST /reload) makes the local file win
+  again;
+- with ``remote_config.enabled: false`` the gateway shares no config at all: config/reported
+  carries only ``{"enabled": false, ...}`` (see ``RemoteConfig.state``) and the last good
+  config from the hub is not used at start.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +128,14 @@ def restore(config_path: Path, config: GatewayConfig, specs: dict[str, DeviceSpe
     """At start: the last good config from the hub, if there is one and it still validates
     against the local file; else the local config (and the reason is logged)."""
     path = Path(config.gateway.data_dir) / LAST_GOOD
+    if not config.remote_config.enabled:
+        # the local file turned remote configuration off: it is the config, as after a local
+        # reload (a hub config kept from before must not switch it back on at the next start)
+        if path.exists():
+            log.warning("remote_config.enabled is false in %s: the config the hub sent before is not used "
+                        "(%s removed)", config_path, path)
+            path.unlink(missing_ok=True)
+        return config, specs, None
     try:
         raw = orjson.loads(path.read_bytes())
         active = Active(int(raw["version"]), str(raw["text"]), dict(raw.get("files", {})), raw.get("operator"),
@@ -150,16 +163,17 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def shown(text: str) -> Any:
-    """A config as the hub may see it: locked sections left out, secrets masked."""
+def shown(text: str, locked: Iterable[str] | None = None) -> Any:
+    """A config as the hub may see it: ``locked`` sections (default: those the text itself
+    locks) left out, secrets masked."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         return None
     if not isinstance(data, dict):
         return None
-    locked = locked_sections(data)
-    return _masked({k: v for k, v in data.items() if k not in locked})
+    hidden = locked_sections(data) if locked is None else set(locked)
+    return _masked({k: v for k, v in data.items() if k not in hidden})
 
 
 def digest(text: str, files: dict[str, str]) -> str:
@@ -199,16 +213,34 @@ class RemoteConfig:
         self.gateway.hub.send_state(self.gateway.hub.topics.config_reported, self.state())
 
     def state(self) -> dict[str, Any]:
-        """The last answer and the active config (for ``citytwin hub config get|diff``)."""
+        """The last answer and the active config (for ``citytwin hub config get|diff``).
+
+        ``locked`` names every section the hub may not change (the running config's, which
+        are the local file's): an operator sees they exist and are locked, and ``hub config
+        diff`` does not count them as differences; their contents never leave the box.
+
+        With ``remote_config.enabled: false`` the document is an explicit ``"enabled":
+        false`` (and the answer to the last refused push), with no config, inventory,
+        digest or locked list. Explicit rather than no document at all, because that is what
+        a hub operator can act on: ``hub config get`` says "disabled" instead of "not
+        running, or too old", a push is refused at once (and audited) instead of timing out,
+        and the retained document from an earlier run with it enabled is replaced at start,
+        so no stale config lingers on the broker.
+        """
         active = self.active
         if active is not None:
-            text, files = active.text, active.files
-            about = {"source": "hub", "version": active.version, "operator": active.operator, "ts": active.ts}
+            about: dict[str, Any] = {"source": "hub", "version": active.version, "operator": active.operator,
+                                     "ts": active.ts}
         else:
-            text, files = self._local()
             about = {"source": "local", "version": None}
+        config = self.gateway.config
+        if not config.remote_config.enabled:
+            return {**self.last, "enabled": False, "active": about}
+        text, files = (active.text, active.files) if active is not None else self._local()
         about["digest"] = digest(text, files)
-        return {**self.last, "active": about, "config": shown(text), "inventory": files}
+        locked = sorted(set(ALWAYS_LOCKED) | set(config.locked))
+        return {**self.last, "enabled": True, "active": about, "config": shown(text, locked), "locked": locked,
+                "inventory": files}
 
     def _local(self) -> tuple[str, dict[str, str]]:
         path = self.gateway.config_path
@@ -255,8 +287,6 @@ class RemoteConfig:
         settings = gw.config.remote_config
         checks: list[str] = []
         answer["checks"] = checks
-        if not settings.enabled:
-            raise Refused("disabled", "this gateway does not take configs from the hub (remote_config.enabled)")
         if len(message.payload) > settings.max_bytes:
             raise Refused("too_large", f"{len(message.payload)} bytes is over remote_config.max_bytes")
         try:
@@ -270,6 +300,9 @@ class RemoteConfig:
             raise Repeated  # the hub sent it again (a retry): answered, not applied twice
         version = body.get("version")
         answer["operator"] = operator = gw.access.identify(message.user, body.get("operator"))
+        if not settings.enabled:  # after the id and operator: the sender gets its answer, the audit who it was
+            answer["version"] = version if isinstance(version, int) and not isinstance(version, bool) else None
+            raise Refused("disabled", "this gateway does not take configs from the hub (remote_config.enabled)")
         denied = authorize(gw.config.access, operator)
         if denied is not None:
             raise Refused("unauthorized", denied)

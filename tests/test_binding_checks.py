@@ -209,10 +209,10 @@ def test_prepare_puts_opcua_pki_under_the_data_dir_of_its_device(tmp_path: Path)
 
 
 def test_discover_refuses_an_unknown_scheme_naming_the_supported_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert discover_schemes() == {"opcua": "opcua", "opc.tcp": "opcua", "bacnet": "bacnet"}
-    assert main(["discover", "modbus://10.0.0.7"]) == 2
+    assert discover_schemes() == {"coap": "coap", "opcua": "opcua", "opc.tcp": "opcua", "bacnet": "bacnet"}
+    assert main(["discover", "http://10.0.0.7"]) == 2
     err = capsys.readouterr().err
-    assert err == ("citytwin discover: unsupported URL 'modbus://10.0.0.7'; supported schemes: opcua://, "
+    assert err == ("citytwin discover: unsupported URL 'http://10.0.0.7'; supported schemes: coap://, opcua://, "
                    "opc.tcp://, bacnet://\n")
     with pytest.raises(LookupError, match="supported schemes"):
         discoverer("no-scheme-at-all")

@@ -1,12 +1,14 @@
 """``citytwin hub config push|get|diff``: a gateway's config from the hub's side.
 
-``get`` reads the retained ``{p}/{gw}/config/reported`` (the active config without its locked
-sections, secrets masked, and the answer to the last push); ``push`` sends a config file (and
-the inventory files it names, or only those) on ``config/desired`` as the operator and waits
-for the answer; ``diff`` compares a local file with the active config. docs/hub-cli.md.
+``get`` reads the retained ``{p}/{gw}/config/reported`` (the active config with secrets
+masked, its locked sections named but not shown, and the answer to the last push); ``push``
+sends a config file (and the inventory files it names, or only those) on ``config/desired`` as
+the operator and waits for the answer; ``diff`` compares a local file with the active config,
+leaving out the sections the gateway locks (a push may not change them, and their contents
+are not shown to compare). docs/hub-cli.md.
 
-Exit codes: 0 applied / equal; 1 broker; 2 usage; 3 refused / different; 4 rolled back;
-5 no answer in time.
+Exit codes: 0 applied / equal; 1 broker; 2 usage (also: nothing to diff against); 3 refused /
+different / remote configuration disabled on the gateway; 4 rolled back; 5 no answer in time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import difflib
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ from citytwin.gateway.cli.hub import (
     emit_json,
 )
 from citytwin.gateway.cli.hubclient import HubSession
-from citytwin.gateway.remoteconfig import shown
+from citytwin.gateway.remoteconfig import locked_sections, shown
 
 EXIT_ROLLED_BACK = 4
 EXIT_BY_STATUS = {"applied": EXIT_OK, "refused": EXIT_REJECTED, "rolled_back": EXIT_ROLLED_BACK}
@@ -66,15 +69,25 @@ async def cmd_get(session: HubSession, args: argparse.Namespace) -> int:
     doc = await reported(session, gateway, args)
     if doc is None:
         raise UsageError(f"gateway {gateway!r} has no retained config/reported (not running, or too old)")
+    disabled = doc.get("enabled") is False
     if args.json:
         emit_json(doc)
-        return EXIT_OK
+        return EXIT_REJECTED if disabled else EXIT_OK
     active = doc.get("active", {})
     version = active.get("version")
-    print(f"{gateway}: {'hub config v' + str(version) if version else 'the local file'} (digest {active.get('digest')})")
+    if disabled:
+        print(f"{gateway}: remote configuration is disabled (remote_config.enabled: false): it takes no config "
+              "from the hub and shows none")
+    else:
+        print(f"{gateway}: {'hub config v' + str(version) if version else 'the local file'} "
+              f"(digest {active.get('digest')})")
     if doc.get("status"):
         print(f"last push: v{doc.get('version')} by {doc.get('operator')}: {doc['status']}")
         print("\n".join(render_errors(doc)) or "", end="\n" if doc.get("errors") else "")
+    if disabled:
+        return EXIT_REJECTED
+    for name in doc.get("locked", []):
+        print(f"# {name}: locked (the gateway keeps its own; not shown, a push may not change it)")
     print(yaml.safe_dump(doc.get("config"), sort_keys=False, allow_unicode=True), end="")
     for name, text in sorted(doc.get("inventory", {}).items()):
         print(f"# --- inventory {name} ---\n{text}", end="" if text.endswith("\n") else "\n")
@@ -153,8 +166,18 @@ async def cmd_diff(session: HubSession, args: argparse.Namespace) -> int:
     doc = await reported(session, gateway, args)
     if doc is None:
         raise UsageError(f"gateway {gateway!r} has no retained config/reported")
+    if doc.get("enabled") is False:
+        raise UsageError(f"gateway {gateway!r} has remote configuration disabled: it shows no config to compare")
     text = _read(args.file)
-    ours = yaml.safe_dump(shown(text), sort_keys=True, allow_unicode=True).splitlines(keepends=True)
+    mine = shown(text, ())
+    skipped: list[str] = []
+    if isinstance(mine, dict):  # neither the gateway's locked sections nor the file's are compared
+        locked = locked_sections(mine) | set(doc.get("locked") or ())
+        skipped = sorted(locked & set(mine))
+        mine = {k: v for k, v in mine.items() if k not in locked}
+    if skipped:
+        print(f"not compared (locked on {gateway}): {', '.join(skipped)}", file=sys.stderr)
+    ours = yaml.safe_dump(mine, sort_keys=True, allow_unicode=True).splitlines(keepends=True)
     theirs = yaml.safe_dump(doc.get("config"), sort_keys=True, allow_unicode=True).splitlines(keepends=True)
     out = list(difflib.unified_diff(theirs, ours, f"{gateway} (active)", str(args.file)))
     files, active_files = _files(args.file, text), doc.get("inventory", {})
@@ -175,7 +198,7 @@ def add_config_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         parser.set_defaults(func=cmd_hub, hub_func=func)
         return parser
 
-    action("get", cmd_get, "the active config (locked sections left out) and the last push")
+    action("get", cmd_get, "the active config (locked sections named, not shown) and the last push")
     diff = action("diff", cmd_diff, "compare a config file with the active config (exit 3 when they differ)")
     diff.add_argument("file", type=Path, metavar="FILE", help="the config file to compare")
     push = action("push", cmd_push, "send a config file (and the inventory files it names)")

@@ -178,12 +178,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_async(_until_signal(run_demo(args.duration, args.broker, Path(args.log_file))))
 
 
+# the drivers without a discover, and why (a URL with one of these schemes gets the reason)
+_CANNOT_DISCOVER: dict[str, str] = {
+    **dict.fromkeys(("modbus", "modbus-tcp", "modbus-rtu", "modbus-rtu-over-tcp"), (
+        "Modbus devices cannot be discovered: the protocol has no request that lists a device's registers "
+        "or says what they hold (type, word order, scale, unit); bind the points from the vendor's register "
+        "map (deploy/examples/pump-station.yaml)")),
+    **dict.fromkeys(("mqtt", "mqtts"), (
+        "MQTT devices cannot be discovered: a broker does not know which topics a device will publish "
+        "or what their payloads mean; bind the topics and JSON pointers from the device's documentation "
+        "(deploy/examples/meters.yaml)")),
+    **dict.fromkeys(("dlt645", "cjt188"), (
+        "DL/T 645 and CJ/T 188 meters cannot be discovered: a meter answers only the data identifiers it "
+        "is asked for and has no request that lists them; bind the identifiers from the standard's tables "
+        "(deploy/examples/energy-meters.yaml, water-heat-meters.yaml)")),
+    **dict.fromkeys(("hj212", "sl651"), (
+        "HJ 212 and SL 651 stations call in and cannot be asked what they hold; run the gateway with a "
+        "listener for them and see the factors they report in its log and twins (deploy/examples)")),
+}
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     """Browse a device with the discoverer its URL scheme names in the driver registry."""
     from citytwin.drivers.errors import DriverError
     from citytwin.drivers.registry import discoverer
 
     url: str = args.url
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in _CANNOT_DISCOVER:
+        print(f"citytwin discover: {url}: {_CANNOT_DISCOVER[scheme]}", file=sys.stderr)
+        return 2
     try:
         discover = discoverer(url)
     except LookupError as exc:
@@ -221,6 +245,8 @@ def _discover_template(args: argparse.Namespace, browse: Any) -> int:
         template_path.write_text(make_template(found, name, ref), encoding="utf-8")
     print(f"{args.url}: {len(model['properties'])} properties, {len(model['services'])} services -> "
           f"{model_path}" + (f", template {name!r} -> {args.template}" if args.template else ""))
+    for note in found.get("notes", []):  # what the browse could not read, so nobody thinks it is all there
+        print(f"  left out: {note}")
     return 0
 
 
@@ -252,8 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sim_commands(sub)
 
-    discover = sub.add_parser("discover", help="browse a device and print a starting binding")
-    discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], bacnet://HOST[:PORT]")
+    discover = sub.add_parser(
+        "discover", help="browse a device and print a starting binding (or write a template and model)",
+        epilog="OPC UA, BACnet and CoAP devices can be browsed (CoAP: the resources /.well-known/core lists, "
+               "types guessed from one reading). Modbus, MQTT, DL/T 645 and CJ/T 188 devices cannot: their "
+               "protocols have no way to list what a device holds (bind them from the vendor's map); HJ 212 and "
+               "SL 651 stations call in. `citytwin discover modbus://…` says so and why.")
+    discover.add_argument("url", help="a device URL whose scheme a driver discovers: opcua://HOST:PORT[/PATH], "
+                                      "opc.tcp://HOST:PORT[/PATH], bacnet://HOST[:PORT], coap://HOST[:PORT]")
     discover.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                           help="give up on a server that does not answer within this long (default: %(default)s)")
     discover.add_argument("--template", metavar="FILE", help="write a starting template (a templates: entry) here")
