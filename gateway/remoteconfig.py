@@ -46,7 +46,8 @@ from citytwin.gateway.config import (
 )
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.hublink import Received, now_ms
-from citytwin.gateway.yamlsrc import YamlSyntaxError, load_yaml
+from citytwin.gateway.jsonbytes import dumps
+from citytwin.gateway.yamlsrc import YamlSyntaxError, load_data, load_yaml
 
 if TYPE_CHECKING:
     from citytwin.gateway.app import Gateway
@@ -167,7 +168,7 @@ def shown(text: str, locked: Iterable[str] | None = None) -> Any:
     """A config as the hub may see it: ``locked`` sections (default: those the text itself
     locks) left out, secrets masked."""
     try:
-        data = yaml.safe_load(text)
+        data = load_data(text)
     except yaml.YAMLError:
         return None
     if not isinstance(data, dict):
@@ -210,7 +211,9 @@ class RemoteConfig:
         self.publish_state()
 
     def publish_state(self) -> None:
-        self.gateway.hub.send_state(self.gateway.hub.topics.config_reported, self.state())
+        # rendered when published, not here: at start-up the whole config is parsed again for
+        # it, which is better done once the devices are polling
+        self.gateway.hub.send_state(self.gateway.hub.topics.config_reported, lambda: dumps(self.state()))
 
     def state(self) -> dict[str, Any]:
         """The last answer and the active config (for ``citytwin hub config get|diff``).

@@ -51,9 +51,18 @@ class Located:
         return self.source, self.line_of(path), None
 
 
-def load_yaml(text: str, source: str) -> Located:
+def _loader() -> type[yaml.SafeLoader] | type[yaml.CSafeLoader]:
     # libyaml's parser when PyYAML has it: 4x faster on large configs, the same nodes and marks
-    loader = (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)(text)
+    return yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
+def load_data(text: str) -> Any:
+    """The document's data only (no lines), as fast as PyYAML parses."""
+    return yaml.load(text, Loader=_loader())  # a safe loader: the C one where PyYAML has it
+
+
+def load_yaml(text: str, source: str) -> Located:
+    loader = _loader()(text)
     try:
         node = loader.get_single_node()
         if node is None:
