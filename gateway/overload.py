@@ -13,6 +13,13 @@ A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
   ``loop_lag_target`` leaves the box headroom for commands, whatever the offered load; what
   does not fit is shed as polls. The runner counts a poll admitted a period or more late and
   stretches its schedule (``gateway/runner.py``). Commands never pass through the gate.
+  Lag is measured after the fact, though: under a CPU quota the kernel freezes the process for
+  the rest of a 100 ms period once the quota is spent, and a command arriving then waits for
+  it. So the gate also keeps the process's own CPU use under ``cpu_target`` (75 %) of its CPU
+  budget (``gateway/cpubudget.py``: the cgroup's quota, or ``gateway.cpu_budget``), measured
+  over the last 100 ms, and treats a period the kernel throttled as a hard "too much": it
+  paces admissions, evenly spaced, to the rate that fits, before the kernel throttles; and
+  raises that rate by a few per cent a window while the use is below the target.
 - ``OverloadMonitor`` looks once a second at what the runners and queues say, and names the
   cause: ``/health`` and ``/status`` report ``degraded: overloaded: <cause>``, a gauge says
   it, and one log line is written when the state changes (not per poll). It leaves the state
@@ -32,19 +39,40 @@ from typing import Protocol
 log = logging.getLogger("citytwin.overload")
 
 
+class Budget(Protocol):
+    """What the gate needs of ``gateway/cpubudget.py``'s CpuBudget."""
+
+    @property
+    def cores(self) -> float | None: ...  # the budget; None: not controlled
+
+    def sample(self) -> tuple[float, int]:
+        """(cores used since the last sample, periods throttled since the last sample)."""
+        ...
+
+
+CPU_TARGET = 0.75  # of the budget: the rest is headroom for commands and bursts within a period
+MIN_RATE = 1.0  # polls per second: shedding never stops polling altogether
+
+
 class PollGate:
     def __init__(self, in_flight: int, room: Callable[[], Awaitable[None]] | None = None,
-                 lag_target: float = 0.01) -> None:
+                 lag_target: float = 0.01, budget: Budget | None = None, cpu_target: float = CPU_TARGET) -> None:
         self._room = room
         self.in_flight_limit = in_flight  # the configured ceiling
         self.limit = in_flight  # the current limit, adapted to the loop's lag
         self.lag_target = lag_target
         self.loop_lag = 0.0  # the event loop's lag, seconds (smoothed)
         self.rate: float | None = None  # admissions per second allowed; None: no rate limit
+        self.budget = budget
+        self.cpu_target = cpu_target
+        self.cpu_use = 0.0  # CPU used / budget over the last two windows (~one CFS period)
+        self.cpu_rate: float | None = None  # the admissions per second that fit the CPU budget
+        self._lag_rate: float | None = None  # the admissions per second the loop's lag allows
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._admitted = 0  # admissions since the last measurement
         self._admit_rate = 0.0  # admissions per second (smoothed)
+        self._window: tuple[float, float] | None = None  # the previous window's (CPU cores, admissions/s)
         self._next_at = 0.0  # loop time at which the next admission may start (pacing)
 
     @asynccontextmanager
@@ -88,33 +116,76 @@ class PollGate:
                 room -= 1
 
     async def govern(self, every: float = 0.05) -> None:
-        """Adapt the limit to the event loop's lag, forever (a gateway task)."""
+        """Adapt limit and rate to the loop's lag and the CPU used, forever (a gateway task)."""
         loop = asyncio.get_running_loop()
+        if self.budget is not None:
+            self.budget.sample()  # start the first window now
         while True:
             before = loop.time()
             await asyncio.sleep(every)
             elapsed = loop.time() - before
-            self.adjust(max(0.0, elapsed - every), self._admitted / elapsed)
+            cores, throttled = self.budget.sample() if self.budget is not None else (None, 0)
+            self.adjust(max(0.0, elapsed - every), self._admitted / elapsed, cores, throttled)
             self._admitted = 0
 
-    def adjust(self, lag: float, admitted_per_s: float) -> None:
-        """One step of the control loop: the lag just measured, and the admissions since the last."""
+    def adjust(self, lag: float, admitted_per_s: float, cpu_cores: float | None = None, throttled: int = 0) -> None:
+        """One step of the control loop: the lag just measured, the admissions per second since
+        the last step, and the CPU cores used meanwhile with the periods the kernel throttled."""
         self.loop_lag = lag = 0.7 * self.loop_lag + 0.3 * lag
         self._admit_rate = 0.8 * self._admit_rate + 0.2 * admitted_per_s
         if lag > self.lag_target:
             if self.limit > 1:
                 self.limit = max(1, self.limit // 2)
             else:  # one poll at a time is still too much: pace them
-                current = self._admit_rate if self.rate is None else min(self.rate, self._admit_rate)
-                self.rate = max(1.0, 0.8 * current)
+                current = self._admit_rate if self._lag_rate is None else min(self._lag_rate, self._admit_rate)
+                self._lag_rate = max(MIN_RATE, 0.8 * current)
         elif lag < 0.8 * self.lag_target:
-            if self.rate is not None:
-                self.rate *= 1.1
-                if self.rate > 4 * max(self._admit_rate, 1.0):
-                    self.rate = None  # no longer what holds polls back
+            if self._lag_rate is not None:
+                self._lag_rate *= 1.1
+                if self._lag_rate > 4 * max(self._admit_rate, 1.0):
+                    self._lag_rate = None  # no longer what holds polls back
             elif self.limit < self.in_flight_limit:
                 self.limit += 1
                 self._wake()
+        self._keep_under_budget(admitted_per_s, cpu_cores, throttled)
+        rates = [r for r in (self._lag_rate, self.cpu_rate) if r is not None]
+        self.rate = min(rates) if rates else None
+
+    def _keep_under_budget(self, admitted_per_s: float, cpu_cores: float | None, throttled: int) -> None:
+        """Pace admissions so that the CPU used stays under ``cpu_target`` of the budget.
+
+        The use is averaged over this window and the previous one (two 50 ms windows: about one
+        CFS period); above the target the rate becomes what the admissions of those windows
+        would have been at the target (proportional, at most a 30 % cut a step); a throttled
+        period cuts by 30 % whatever the average says (a burst inside a period is as bad)."""
+        cores = self.budget.cores if self.budget is not None else None
+        if cores is None or cpu_cores is None:
+            self.cpu_use, self.cpu_rate, self._window = 0.0, None, None
+            return
+        previous = self._window or (cpu_cores, admitted_per_s)
+        self._window = (cpu_cores, admitted_per_s)
+        self.cpu_use = use = (previous[0] + cpu_cores) / 2 / cores
+        admitted = (previous[1] + admitted_per_s) / 2
+        target = self.cpu_target
+        if use > target or throttled:
+            base = admitted if self.cpu_rate is None else min(self.cpu_rate, max(admitted, MIN_RATE))
+            factor = max(0.7, target / use) if use > target else 1.0
+            if throttled:
+                factor = min(factor, 0.7)
+            self.cpu_rate = max(MIN_RATE, base * factor)
+        elif use < 0.9 * target and self.cpu_rate is not None:
+            # grow back: slowly near the target, faster the more room there is
+            self.cpu_rate *= 1.0 + 0.2 * (1.0 - use / target)
+            if self.cpu_rate > 4 * max(self._admit_rate, MIN_RATE):
+                self.cpu_rate = None  # no longer what holds polls back
+
+    def congestion(self) -> str | None:
+        """Why the gate holds polls back now for CPU, or None (the overload monitor asks)."""
+        cores = self.budget.cores if self.budget is not None else None
+        if self.cpu_rate is None or cores is None or (self._lag_rate is not None and self._lag_rate < self.cpu_rate):
+            return None
+        return (f"CPU budget: {self.cpu_use:.0%} of {cores:g} core used, polls paced to {self.cpu_rate:.0f}/s "
+                f"to stay under {self.cpu_target:.0%} of it (headroom for commands)")
 
 
 class RunnerState(Protocol):
