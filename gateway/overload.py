@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -73,7 +76,13 @@ class PollGate:
         self._admitted = 0  # admissions since the last measurement
         self._admit_rate = 0.0  # admissions per second (smoothed)
         self._window: tuple[float, float] | None = None  # the previous window's (CPU cores, admissions/s)
-        self._next_at = 0.0  # loop time at which the next admission may start (pacing)
+        # pacing: admissions 1/rate apart, released one at a time by a timer that is re-armed
+        # whenever the rate changes (a slot reserved at an old, low rate would hold polls back
+        # long after the rate rose again)
+        self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._last_paced = -1e9  # loop time of the last paced admission
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -94,18 +103,58 @@ class PollGate:
                 break
         self.in_flight += 1
         try:
-            rate = self.rate
-            if rate is not None:  # paced: admissions 1/rate apart (at most ``limit`` wait here)
-                now = asyncio.get_running_loop().time()
-                at = max(now, self._next_at)
-                self._next_at = at + 1.0 / rate
-                if at > now:
-                    await asyncio.sleep(at - now)
+            if self.rate is not None or self._paced:
+                await self._pace()  # at most ``limit`` wait here
             self._admitted += 1
             yield
         finally:
             self.in_flight -= 1
             self._wake()
+
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        rate = self.rate
+        if not self._paced and (rate is None or loop.time() >= self._last_paced + 1.0 / rate):
+            self._last_paced = loop.time()
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        self._paced.append(future)
+        self._arm()
+        try:
+            await future
+        except BaseException:
+            if future in self._paced:
+                self._paced.remove(future)
+                self._arm()
+            raise
+
+    def _arm(self) -> None:
+        """(Re-)arm the pacing timer for the next admission at the current rate."""
+        if not self._paced:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        loop = asyncio.get_running_loop()
+        at = loop.time() if self.rate is None else self._last_paced + 1.0 / self.rate
+        if self._timer is not None:
+            if abs(self._timer_at - at) < 1e-4:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(at, self._release), at
+
+    def _release(self) -> None:
+        self._timer = None
+        while self._paced:
+            future = self._paced.popleft()
+            if not future.done():
+                future.set_result(None)
+                now = asyncio.get_running_loop().time()
+                # a timer that fired late does not owe a burst: at most one period of catch-up
+                step = 1.0 / self.rate if self.rate is not None else 0.0
+                self._last_paced = max(now - step, self._last_paced + step)
+                break
+        self._arm()
 
     def _wake(self) -> None:
         room = self.limit - self.in_flight
@@ -116,8 +165,14 @@ class PollGate:
                 room -= 1
 
     async def govern(self, every: float = 0.05) -> None:
-        """Adapt limit and rate to the loop's lag and the CPU used, forever (a gateway task)."""
+        """Adapt limit and rate to the loop's lag and the CPU used, forever (a gateway task).
+
+        ``CITYTWIN_GATE_TRACE=1`` in the environment writes one line per window to stderr (CPU
+        ms used, polls admitted, lag, throttled periods, the rates, and the garbage collections
+        in the window with their durations): what a benchmark run needs to see where a burst
+        came from. Off by default: 20 lines a second."""
         loop = asyncio.get_running_loop()
+        trace = _Trace() if os.environ.get("CITYTWIN_GATE_TRACE") else None
         if self.budget is not None:
             self.budget.sample()  # start the first window now
         while True:
@@ -125,8 +180,11 @@ class PollGate:
             await asyncio.sleep(every)
             elapsed = loop.time() - before
             cores, throttled = self.budget.sample() if self.budget is not None else (None, 0)
-            self.adjust(max(0.0, elapsed - every), self._admitted / elapsed, cores, throttled)
+            admitted = self._admitted
+            self.adjust(max(0.0, elapsed - every), admitted / elapsed, cores, throttled)
             self._admitted = 0
+            if trace is not None:
+                trace.line(elapsed, cores, admitted, elapsed - every, throttled, self)
 
     def adjust(self, lag: float, admitted_per_s: float, cpu_cores: float | None = None, throttled: int = 0) -> None:
         """One step of the control loop: the lag just measured, the admissions per second since
@@ -149,7 +207,11 @@ class PollGate:
                 self._wake()
         self._keep_under_budget(admitted_per_s, cpu_cores, throttled)
         rates = [r for r in (self._lag_rate, self.cpu_rate) if r is not None]
-        self.rate = min(rates) if rates else None
+        rate = min(rates) if rates else None
+        if rate != self.rate:
+            self.rate = rate
+            if self._paced:
+                self._arm()
 
     def _keep_under_budget(self, admitted_per_s: float, cpu_cores: float | None, throttled: int) -> None:
         """Pace admissions so that the CPU used stays under ``cpu_target`` of the budget.
@@ -174,8 +236,8 @@ class PollGate:
                 factor = min(factor, 0.7)
             self.cpu_rate = max(MIN_RATE, base * factor)
         elif use < 0.9 * target and self.cpu_rate is not None:
-            # grow back: slowly near the target, faster the more room there is
-            self.cpu_rate *= 1.0 + 0.2 * (1.0 - use / target)
+            # grow back: slowly near the target, faster the more room there is (at most 25 % a step)
+            self.cpu_rate *= min(1.25, 1.0 + 0.5 * (target / max(use, 0.01) - 1.0))
             if self.cpu_rate > 4 * max(self._admit_rate, MIN_RATE):
                 self.cpu_rate = None  # no longer what holds polls back
 
@@ -186,6 +248,33 @@ class PollGate:
             return None
         return (f"CPU budget: {self.cpu_use:.0%} of {cores:g} core used, polls paced to {self.cpu_rate:.0f}/s "
                 f"to stay under {self.cpu_target:.0%} of it (headroom for commands)")
+
+
+class _Trace:
+    """Per-window lines for ``CITYTWIN_GATE_TRACE`` (see ``PollGate.govern``)."""
+
+    def __init__(self) -> None:
+        self.collections: list[str] = []
+        self._started: float | None = None
+        self._t0 = time.monotonic()
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.collections.append(f"gen{info['generation']}:{(time.perf_counter() - self._started) * 1000:.1f}ms")
+            self._started = None
+
+    def line(self, elapsed: float, cores: float | None, admitted: int, lag: float, throttled: int,
+             gate: PollGate) -> None:
+        cpu_ms = (cores or 0.0) * elapsed * 1000
+        rate = "-" if gate.rate is None else f"{gate.rate:.0f}"
+        cpu_rate = "-" if gate.cpu_rate is None else f"{gate.cpu_rate:.0f}"
+        print(f"gate-trace t={time.monotonic() - self._t0:.3f} cpu_ms={cpu_ms:.1f} use={gate.cpu_use:.2f} "
+              f"admitted={admitted} lag_ms={lag * 1000:.1f} throttled={throttled} limit={gate.limit} "
+              f"rate={rate} cpu_rate={cpu_rate} gc={','.join(self.collections) or '-'}", file=sys.stderr, flush=True)
+        self.collections.clear()
 
 
 class RunnerState(Protocol):
