@@ -218,8 +218,11 @@ class PollGate:
 
         The use is averaged over this window and the previous one (two 50 ms windows: about one
         CFS period); above the target the rate becomes what the admissions of those windows
-        would have been at the target (proportional, at most a 30 % cut a step); a throttled
-        period cuts by 30 % whatever the average says (a burst inside a period is as bad)."""
+        would have been at the target (proportional, at most a 20 % cut a step); a throttled
+        period cuts by 20 % whatever the average says (a burst inside a period is as bad).
+        A cut starts from the current rate, not from the admissions of the last windows: a burst
+        of other work (twins, a flush) that kept polls from being admitted must not collapse the
+        rate to nothing."""
         cores = self.budget.cores if self.budget is not None else None
         if cores is None or cpu_cores is None:
             self.cpu_use, self.cpu_rate, self._window = 0.0, None, None
@@ -230,10 +233,11 @@ class PollGate:
         admitted = (previous[1] + admitted_per_s) / 2
         target = self.cpu_target
         if use > target or throttled:
-            base = admitted if self.cpu_rate is None else min(self.cpu_rate, max(admitted, MIN_RATE))
-            factor = max(0.7, target / use) if use > target else 1.0
+            admitting = max(self._admit_rate, admitted, MIN_RATE)
+            base = admitting if self.cpu_rate is None else min(self.cpu_rate, 2 * admitting)
+            factor = max(0.8, target / use) if use > target else 1.0
             if throttled:
-                factor = min(factor, 0.7)
+                factor = min(factor, 0.8)
             self.cpu_rate = max(MIN_RATE, base * factor)
         elif use < 0.9 * target and self.cpu_rate is not None:
             # grow back: slowly near the target, faster the more room there is (at most 25 % a step)
