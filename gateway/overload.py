@@ -19,7 +19,10 @@ A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
   budget (``gateway/cpubudget.py``: the cgroup's quota, or ``gateway.cpu_budget``), measured
   over the last 100 ms, and treats a period the kernel throttled as a hard "too much": it
   paces admissions, evenly spaced, to the rate that fits, before the kernel throttles; and
-  raises that rate by a few per cent a window while the use is below the target.
+  raises that rate again while the use is below 90 % of the target (by a few per cent a
+  window near it, up to 25 % far below). The gate can pace only polls: a burst of other work
+  (twins published and persisted at once, a batch written by the outbox's thread) still
+  spends the quota (docs/performance.md measures how much).
 - ``OverloadMonitor`` looks once a second at what the runners and queues say, and names the
   cause: ``/health`` and ``/status`` report ``degraded: overloaded: <cause>``, a gauge says
   it, and one log line is written when the state changes (not per poll). It leaves the state
@@ -55,6 +58,10 @@ class Budget(Protocol):
 
 CPU_TARGET = 0.75  # of the budget: the rest is headroom for commands and bursts within a period
 MIN_RATE = 1.0  # polls per second: shedding never stops polling altogether
+# paced polls are released in small groups at most this often (a fifth of a CFS period): still
+# batched downstream (one outbox commit, one hub publish batch for several), while no period
+# gets more than its share
+PACE_TICK = 0.02
 
 
 class PollGate:
@@ -76,13 +83,14 @@ class PollGate:
         self._admitted = 0  # admissions since the last measurement
         self._admit_rate = 0.0  # admissions per second (smoothed)
         self._window: tuple[float, float] | None = None  # the previous window's (CPU cores, admissions/s)
-        # pacing: admissions 1/rate apart, released one at a time by a timer that is re-armed
-        # whenever the rate changes (a slot reserved at an old, low rate would hold polls back
-        # long after the rate rose again)
+        # pacing: admissions 1/rate apart on average, released by one timer in groups of a
+        # tick's worth; re-armed whenever the rate changes (a slot reserved at an old, low
+        # rate would hold polls back long after the rate rose again)
         self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
         self._last_paced = -1e9  # loop time of the last paced admission
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._released_at = -1e9  # loop time of the last release by the timer
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -114,9 +122,14 @@ class PollGate:
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()
         rate = self.rate
-        if not self._paced and (rate is None or loop.time() >= self._last_paced + 1.0 / rate):
-            self._last_paced = loop.time()
-            return
+        if not self._paced:
+            if rate is None:
+                return
+            now = loop.time()
+            credit = max(self._last_paced, now - self._burst(rate) / rate)
+            if now >= credit + 1.0 / rate:
+                self._last_paced = credit + 1.0 / rate
+                return
         future: asyncio.Future[None] = loop.create_future()
         self._paced.append(future)
         self._arm()
@@ -128,15 +141,23 @@ class PollGate:
                 self._arm()
             raise
 
+    @staticmethod
+    def _burst(rate: float) -> float:
+        """Admissions released together at most: one tick's worth (at least one)."""
+        return max(1.0, rate * PACE_TICK)
+
     def _arm(self) -> None:
-        """(Re-)arm the pacing timer for the next admission at the current rate."""
+        """(Re-)arm the pacing timer for the next release at the current rate."""
         if not self._paced:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             return
         loop = asyncio.get_running_loop()
-        at = loop.time() if self.rate is None else self._last_paced + 1.0 / self.rate
+        if self.rate is None:
+            at = loop.time()
+        else:
+            at = max(self._last_paced + 1.0 / self.rate, self._released_at + PACE_TICK)
         if self._timer is not None:
             if abs(self._timer_at - at) < 1e-4:
                 return
@@ -144,16 +165,20 @@ class PollGate:
         self._timer, self._timer_at = loop.call_at(at, self._release), at
 
     def _release(self) -> None:
+        """Release what the rate allows since the last release (a tick's worth at most)."""
         self._timer = None
-        while self._paced:
+        now = asyncio.get_running_loop().time()
+        self._released_at = now
+        rate = self.rate
+        if rate is not None:
+            # a timer that fired late does not owe a burst: at most one tick of catch-up
+            self._last_paced = max(self._last_paced, now - self._burst(rate) / rate)
+        while self._paced and (rate is None or now >= self._last_paced + 1.0 / rate - 1e-9):
             future = self._paced.popleft()
             if not future.done():
                 future.set_result(None)
-                now = asyncio.get_running_loop().time()
-                # a timer that fired late does not owe a burst: at most one period of catch-up
-                step = 1.0 / self.rate if self.rate is not None else 0.0
-                self._last_paced = max(now - step, self._last_paced + step)
-                break
+                if rate is not None:
+                    self._last_paced += 1.0 / rate
         self._arm()
 
     def _wake(self) -> None:
