@@ -72,9 +72,10 @@ def locate(cgroup: str, mountinfo: str) -> tuple[str, Path, Path] | None:
         elif "cpu" in controllers.split(","):
             paths["v1"] = path
     for kind, fstype in (("v1", "cgroup"), ("v2", "cgroup2")):
-        path = paths.get(kind)
-        if path is None:
+        found = paths.get(kind)
+        if found is None:
             continue
+        path = found
         for mtype, point, root, options in _mounts(mountinfo):
             if mtype != fstype or (kind == "v1" and "cpu" not in options.split(",")):
                 continue
