@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,29 @@ class Profile:
 FULL = Profile(loads=tuple(Shape(n, 98, 1.0) for n in (10, 30, 100, 300, 1000)))
 QUICK = Profile(loads=(Shape(5, 18, 0.1), Shape(40, 18, 0.1)), seconds=1.5, warmup=0.5, commands=10,
                 commands_budget=5.0, start_timeout=20.0)
+
+
+def select(profile: Profile, quotas: str | None, loads: str | None) -> Profile:
+    """The profile restricted to ``--quotas 0.25,0.5`` and ``--loads 100,1000`` (device counts, in
+    the profile's shape), so a change can be measured where it matters in minutes, not 20."""
+    if quotas:
+        try:
+            cores = tuple(float(q) for q in quotas.split(","))
+        except ValueError:
+            raise ValueError(f"--quotas {quotas!r}: expected cores separated by commas, e.g. 0.25,0.5") from None
+        if any(not 0.01 <= c <= 64 for c in cores):
+            raise ValueError(f"--quotas {quotas!r}: each quota must be 0.01..64 cores")
+        profile = replace(profile, quotas=cores)
+    if loads:
+        try:
+            devices = tuple(int(n) for n in loads.split(","))
+        except ValueError:
+            raise ValueError(f"--loads {loads!r}: expected device counts separated by commas, e.g. 100,1000") from None
+        if any(n < 1 for n in devices):
+            raise ValueError(f"--loads {loads!r}: each device count must be at least 1")
+        shape = profile.loads[-1]
+        profile = replace(profile, loads=tuple(replace(shape, devices=n) for n in devices))
+    return profile
 
 
 async def run(profile: Profile, subjects: list[Subject], work: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:

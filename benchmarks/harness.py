@@ -257,6 +257,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     scenarios = args.scenarios or list(SCENARIOS)
     settings = QUICK if args.quick else FULL
+    try:
+        settings = replace(settings, edgebox=edgebox.select(settings.edgebox, getattr(args, "quotas", None),
+                                                            getattr(args, "loads", None)))
+    except ValueError as exc:
+        print(f"citytwin bench: {exc}", file=sys.stderr)
+        return 2
     names = (args.subjects or ("citytwin,naive" if args.quick else "citytwin,naive,thingsboard")).split(",")
     available: dict[str, Subject] = {"citytwin": Citytwin(), "citytwin-fleet": CitytwinFleet(), "naive": Naive(),
                                      "thingsboard": ThingsBoard()}

@@ -26,6 +26,7 @@ from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
 from citytwin.gateway.config import ConfigError, GatewayConfig
+from citytwin.gateway.cpubudget import CpuBudget
 from citytwin.gateway.devicemeta import meta_document
 from citytwin.gateway.devicespec import DeviceSpec
 from citytwin.gateway.hublink import HubLink, now_ms
@@ -78,9 +79,11 @@ class Gateway:
         self.twins: dict[str, Twin] = {}
         self.runners: dict[str, DeviceRunner] = {}
         # polls wait for room in the outbox's bounded queues and for a slot in flight (issue 13)
+        # ... and are paced to stay under the CPU budget (the cgroup's quota), so commands find the box awake
+        self.cpu = CpuBudget(config.gateway.cpu_budget)
         self.gate = PollGate(config.gateway.max_polls_in_flight, self.outbox.wait_room,
-                             config.gateway.loop_lag_target)
-        self.overload = OverloadMonitor(self.runners, [self.outbox, self.hub])
+                             config.gateway.loop_lag_target, self.cpu)
+        self.overload = OverloadMonitor(self.runners, [self.outbox, self.hub, self.gate])
         self.command_log = CommandLog(data_dir / "commands.db", config.commands.retention)
         self.audit = AuditLog(data_dir / "audit.log")
         self.access = Access(config.access, {})
@@ -97,7 +100,7 @@ class Gateway:
         self._twin_dirty: set[str] = set()
         self.metrics.watch_hub(self.hub)
         self.metrics.watch_outbox(self.outbox)
-        self.metrics.watch_overload(self.overload, self.gate)
+        self.metrics.watch_overload(self.overload, self.gate, self.cpu)
         self.hub.metrics = self.relay.metrics = self.metrics
         self.http: HttpApi | None = None
         if config.http.enabled:  # aiohttp is ~25 MB of a gateway's memory: imported only when served

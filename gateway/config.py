@@ -54,6 +54,23 @@ class GatewaySection(Strict):
     # the event loop's lag the poll gate aims to stay under (it admits fewer polls at once when
     # the loop wakes later than this): headroom for commands on a saturated or throttled box
     loop_lag_target: PositiveSeconds = 0.01
+    # the CPU the gateway keeps under (it paces polls to stay under 75 % of it, so commands find
+    # the box awake): "auto" = the CPU quota of its cgroup (cpu.max, cpu.cfs_quota_us), else its
+    # CPUs; a number of cores (e.g. 0.5) for headroom without a cgroup (never above a quota);
+    # "none" = measured and reported only
+    cpu_budget: float | Literal["auto", "none"] = "auto"
+
+    @field_validator("cpu_budget", mode="before")
+    @classmethod
+    def _cores(cls, value: Any) -> float | str:
+        if value in ("auto", "none"):
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number of cores (e.g. 0.5), 'auto' (the cgroup's CPU quota) or "
+                             f"'none', not {value!r}")
+        if not 0.01 <= value <= 1024:
+            raise ValueError(f"must be 0.01..1024 cores, not {value:g}")
+        return float(value)
 
     @field_validator("uid_pattern")
     @classmethod

@@ -113,10 +113,26 @@ def _load(gateway: Gateway) -> dict[str, Any]:
         "polls_in_flight_limit": gateway.gate.limit,
         "event_loop_lag": round(gateway.gate.loop_lag, 4),
         "polls_admitted_per_s_limit": round(gateway.gate.rate, 1) if gateway.gate.rate is not None else None,
+        "cpu": _cpu(gateway),
         "outbox_write_queue": {"messages": queued, "bytes": queued_bytes,
                                "bound": box.limits.write_queue_bytes},
         "outbox_live_window": {"messages": live, "bytes": live_bytes, "spilled": spilled,
                                "bound": box.limits.live_window_bytes},
+    }
+
+
+def _cpu(gateway: Gateway) -> dict[str, Any]:
+    """The CPU budget the poll gate keeps under, and the use measured against it."""
+    cpu, gate = gateway.cpu, gateway.gate
+    return {
+        "budget_cores": cpu.cores,
+        "quota_cores": cpu.quota.cores,
+        "cgroup": cpu.quota.where,
+        "use_cores": round(cpu.use, 3),
+        "use_ratio": round(gate.cpu_use, 3),
+        "target_ratio": gate.cpu_target,
+        "throttled_periods": cpu.throttled,
+        "polls_admitted_per_s_cpu_limit": round(gate.cpu_rate, 1) if gate.cpu_rate is not None else None,
     }
 
 

@@ -87,6 +87,15 @@ class GateState(Protocol):
     limit: int
     loop_lag: float
     rate: float | None
+    cpu_use: float
+
+
+class CpuState(Protocol):
+    @property
+    def cores(self) -> float | None: ...
+
+    @property
+    def throttled(self) -> int: ...
 
 
 def _version() -> str:
@@ -105,6 +114,7 @@ class GatewayMetrics:
         self._outbox: OutboxState | None = None
         self._overload: OverloadState | None = None
         self._gate: GateState | None = None
+        self._cpu: CpuState | None = None
         self._device_count = 0
         self._devices: dict[str, DeviceMetrics] = {}
         self._errors: dict[tuple[str, str], list[float]] = {}  # (device, reason) -> [count, created]
@@ -143,9 +153,10 @@ class GatewayMetrics:
     def watch_outbox(self, outbox: OutboxState) -> None:
         self._outbox = outbox
 
-    def watch_overload(self, overload: OverloadState, gate: GateState) -> None:
+    def watch_overload(self, overload: OverloadState, gate: GateState, cpu: CpuState | None = None) -> None:
         self._overload = overload
         self._gate = gate
+        self._cpu = cpu
 
     def device(self, device: str, services: Iterable[str]) -> DeviceMetrics:
         """The device's figures; a device restarted with a changed config keeps its counts."""
@@ -200,7 +211,18 @@ class GatewayMetrics:
                                     value=self._gate.loop_lag)
             yield GaugeMetricFamily("citytwin_polls_admitted_rate_limit",
                                     "Polls admitted per second at most (0: no rate limit; set when even one "
-                                    "poll at a time overloads the box)", value=self._gate.rate or 0.0)
+                                    "poll at a time overloads the box, or to stay under the CPU budget)",
+                                    value=self._gate.rate or 0.0)
+        if self._cpu is not None and self._gate is not None:
+            yield GaugeMetricFamily("citytwin_cpu_budget_cores",
+                                    "CPU the gateway keeps under: its cgroup's quota, else its CPUs, or "
+                                    "gateway.cpu_budget (0: not controlled)", value=self._cpu.cores or 0.0)
+            yield GaugeMetricFamily("citytwin_cpu_use_ratio",
+                                    "CPU used over the last ~100 ms as a fraction of the budget (the poll "
+                                    "gate paces polls above 0.75)", value=self._gate.cpu_use)
+            yield CounterMetricFamily("citytwin_cpu_throttled_periods",
+                                      "CFS periods in which the kernel froze the gateway's cgroup at its quota "
+                                      "(cpu.stat nr_throttled, counted since the start)", value=self._cpu.throttled)
         hub = self._hub
         if hub is None:
             return

@@ -63,3 +63,14 @@ def test_the_summary_draws_one_curve_per_quota_with_ratios_to_the_naive_baseline
     assert "25%" in lines[0]  # throttled periods
     assert "error: RuntimeError: boom" in text
     assert text.index("| 1,000 | citytwin") < text.index("| 10,000 | citytwin")  # load increases down
+
+
+def test_quotas_and_loads_select_a_part_of_the_profile() -> None:
+    part = edgebox.select(edgebox.FULL, "0.25,0.5", "100,1000")
+    assert part.quotas == (0.25, 0.5)
+    assert [(s.devices, s.k, s.period) for s in part.loads] == [(100, 98, 1.0), (1000, 98, 1.0)]
+    assert edgebox.select(edgebox.FULL, None, None) == edgebox.FULL
+    with pytest.raises(ValueError, match=r"--quotas 'x': expected cores separated by commas"):
+        edgebox.select(edgebox.FULL, "x", None)
+    with pytest.raises(ValueError, match=r"--loads '0': each device count must be at least 1"):
+        edgebox.select(edgebox.FULL, None, "0")

@@ -201,3 +201,41 @@ async def test_health_says_degraded_overloaded_with_the_cause_and_logs_each_chan
         lines = [r.getMessage() for r in caplog.records if r.name == "citytwin.overload"]
         assert sum(1 for line in lines if line.startswith("degraded: overloaded")) == 1, lines
         assert sum(1 for line in lines if line.startswith("no longer overloaded")) == 1, lines
+
+
+async def test_cpu_over_budget_paces_polls_and_says_so(tmp_path: Path) -> None:
+    """Real CPU time, burnt by a thread of this process (hashing releases the GIL, so the event
+    loop does not lag): the gate reads it against a small ``gateway.cpu_budget``, paces polls,
+    and /health, /status and the metrics say why; once the burning stops it lets go."""
+    import hashlib
+    import threading
+
+    stop = threading.Event()
+
+    def burn() -> None:
+        data = b"x" * 4_000_000
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    text = config(["a", "b", "c"]).replace("max_polls_in_flight: 32", "max_polls_in_flight: 32, cpu_budget: 0.5")
+    async with InProcessGateway(text, tmp_path, {d: HeldReads().handle for d in "abc"}) as gw:
+        gw.gw.overload.settle = 0.3
+        cpu = status(gw.gw)["load"]["cpu"]
+        assert cpu["budget_cores"] == 0.5 and cpu["target_ratio"] == 0.75, cpu
+        burner = threading.Thread(target=burn, daemon=True)
+        burner.start()
+        try:
+            await gw.wait_for(lambda: "CPU budget" in (health(gw.gw)["degraded"] or ""), timeout=15,
+                              what="degraded for CPU")
+            assert "of 0.5 core used, polls paced to" in (health(gw.gw)["degraded"] or "")
+            cpu = status(gw.gw)["load"]["cpu"]
+            assert cpu["polls_admitted_per_s_cpu_limit"] is not None and cpu["use_cores"] > 0, cpu
+            registry = gw.gw.metrics.registry
+            assert registry.get_sample_value("citytwin_cpu_budget_cores") == 0.5
+            assert (registry.get_sample_value("citytwin_cpu_use_ratio") or 0) > 0
+            assert registry.get_sample_value("citytwin_cpu_throttled_periods_total") is not None
+        finally:
+            stop.set()
+            burner.join()
+        await gw.wait_for(lambda: gw.gw.gate.cpu_rate is None, timeout=15, what="pacing released")
+        await gw.wait_for(lambda: health(gw.gw)["degraded"] is None, timeout=15, what="recovered")

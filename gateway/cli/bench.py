@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes and short windows: every scenario in under a minute")
     parser.add_argument("--subjects", default=None,
                         help="comma-separated from citytwin,naive,thingsboard (default: all three; --quick: citytwin,naive)")
+    parser.add_argument("--quotas", default=None, metavar="CORES,…",
+                        help="edgebox only: the CPU quotas to run, e.g. 0.25,0.5 (default: 1,0.5,0.25)")
+    parser.add_argument("--loads", default=None, metavar="DEVICES,…",
+                        help="edgebox only: the offered loads to run, as device counts of the profile's shape, "
+                             "e.g. 100,1000 (default: 10,30,100,300,1000 devices × 100 registers every second)")
     parser.add_argument("--output", type=Path, default=(root / "benchmarks" / "results") if root else Path("bench-results"),
                         help="where the JSON record and the Markdown summary go")
 
