@@ -55,6 +55,11 @@ if TYPE_CHECKING:
     from citytwin.gateway.devicemetrics import DeviceMetrics
     from citytwin.gateway.overload import PollGate
 
+# a refresh (the read-back after a write) polls at once, but at most once this many seconds after
+# the last poll started
+REFRESH_GAP = 0.05
+
+
 log = logging.getLogger("citytwin.device")
 
 StatusSink = Callable[[DeviceSpec, bool, "str | None"], None]
@@ -106,6 +111,7 @@ class DeviceRunner:
         # link (two asyncio.Events and two tasks per wait cost ~1.5 kB per device and CPU per poll)
         self._link_lost = False
         self._wake: asyncio.Future[None] | None = None
+        self._holding = False  # within REFRESH_GAP of the last poll: refreshes wait for its end
         self._confirmed_at = 0.0  # monotonic time of the last read that succeeded
         self._pushed_at: dict[str, float] = {}  # monotonic time of each property's last push
         driver.set_push_sink(self.push)
@@ -139,8 +145,11 @@ class DeviceRunner:
         """Poll as soon as possible (after a write), without waiting for the next tick.
 
         A refresh asked for while a poll is waiting for the link or running is answered by
-        that poll (commands go first: it reads what they wrote)."""
-        self._wake_up()
+        that poll (commands go first: it reads what they wrote); one asked for within
+        ``REFRESH_GAP`` of the last poll's start waits for the rest of it, so commands sent back
+        to back share a read-back instead of each costing a full poll."""
+        if not self._holding:
+            self._wake_up()
 
     def _lose_link(self) -> None:
         """The poll loop re-opens the link (and counts the failure) as soon as it can."""
@@ -323,15 +332,27 @@ class DeviceRunner:
                     self.metrics.skipped(missed)
                 deadline = now + period
             if not self._link_lost:
-                wake = self._wake = loop.create_future()
-                timer = loop.call_at(deadline, _resolve, wake)
-                try:
-                    await wake
-                finally:
-                    timer.cancel()
-                    self._wake = None
+                await self._sleep_until(deadline)
+                soon = started + REFRESH_GAP
+                if not self._link_lost and loop.time() < soon < deadline:  # woken by a refresh, early
+                    self._holding = True
+                    try:
+                        await self._sleep_until(soon)
+                    finally:
+                        self._holding = False
             if self._link_lost:
                 raise _LinkLost(self.last_error or "the link went down")
+
+    async def _sleep_until(self, when: float) -> None:
+        """Until loop time ``when``, or until woken (a refresh, a lost link)."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        timer = loop.call_at(when, _resolve, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     @property
     def behind(self) -> float:

@@ -245,3 +245,21 @@ async def test_a_driver_that_never_closes_does_not_keep_the_gateway_from_stoppin
         assert store.previous_run_clean  # the later steps still ran
     finally:
         await store.close()
+
+
+async def test_writes_sent_back_to_back_share_one_read_back(tmp_path: Path) -> None:
+    # each write asks for a refresh poll to read its effect back; 20 writes in a row used to cost
+    # 20 full polls (most of a command's CPU): now they share one within REFRESH_GAP
+    fake = device()
+    async with InProcessGateway(config("poll_period: 3600"), tmp_path, fake) as gw:
+        runner = gw.gw.runners["ps"]
+        await gw.wait_for(lambda: runner.polls >= 1 and runner.online, what="the first poll")
+        polls = runner.polls
+        for n in range(20):
+            reply = await gw.command("ps", "set", None, {"id": f"w{n}", "properties": {"pump1_frequency_setpoint": 30 + n}})
+            assert reply["status"] == "succeeded", reply
+        assert len(fake.writes) == 20
+        # the last value written is read back soon, not at the next tick an hour away
+        await gw.wait_for(lambda: gw.gw.twins["ps"].reported.get("pump1_frequency_setpoint") == 49,
+                          timeout=5, what="the last write read back")
+        assert 1 <= runner.polls - polls <= 5, runner.polls - polls
