@@ -5,7 +5,7 @@ each offered load, from well under the box's capacity to about 10× over it, eve
 on the same slave, broker and subscriber as the other scenarios (``runner.measure``), one
 after another at the same load, so each ratio compares runs minutes apart. Per run: points/s
 delivered, polls kept (done/due), poll→hub latency p50/p99 (also in poll periods), RSS,
-command round trips under that load, seq gaps and broker drops, the CPU used (which the
+command round trips under that load (back to back, or ``--command-interval``), seq gaps and broker drops, the CPU used (which the
 quota caps) and how often the kernel throttled it, and the machine's load average before and
 after (the machine is shared: absolute figures drift, ratios to the naive baseline of the
 same run much less).
@@ -35,11 +35,16 @@ class Profile:
     warmup: float = 3.0
     commands: int = 100
     commands_budget: float = 20.0
+    # seconds between command sends; 0 (the default): back to back, each sent when the previous
+    # one is answered, as the full-machine ``commands`` scenario and earlier runs do;
+    # ``--command-interval 0.05``: 20 a second, an operator's rate under the telemetry load
+    command_interval: float = 0.0
     start_timeout: float = 60.0
 
     def describe(self) -> dict[str, Any]:
         return {"loads": [s.label for s in self.loads], "quotas": list(self.quotas), "seconds": self.seconds,
-                "warmup": self.warmup, "commands": self.commands, "commands_budget_s": self.commands_budget}
+                "warmup": self.warmup, "commands": self.commands, "commands_budget_s": self.commands_budget,
+                "command_interval_s": self.command_interval}
 
 
 # 100 registers per device, polled every second: 1 k to 100 k points/s offered
@@ -48,7 +53,7 @@ QUICK = Profile(loads=(Shape(5, 18, 0.1), Shape(40, 18, 0.1)), seconds=1.5, warm
                 commands_budget=5.0, start_timeout=20.0)
 
 
-def select(profile: Profile, quotas: str | None, loads: str | None) -> Profile:
+def select(profile: Profile, quotas: str | None, loads: str | None, interval: float | None = None) -> Profile:
     """The profile restricted to ``--quotas 0.25,0.5`` and ``--loads 100,1000`` (device counts, in
     the profile's shape), so a change can be measured where it matters in minutes, not 20."""
     if quotas:
@@ -68,6 +73,10 @@ def select(profile: Profile, quotas: str | None, loads: str | None) -> Profile:
             raise ValueError(f"--loads {loads!r}: each device count must be at least 1")
         shape = profile.loads[-1]
         profile = replace(profile, loads=tuple(replace(shape, devices=n) for n in devices))
+    if interval is not None:
+        if not 0 <= interval <= 10:
+            raise ValueError(f"--command-interval {interval!r}: must be 0..10 seconds")
+        profile = replace(profile, command_interval=interval)
     return profile
 
 
@@ -84,7 +93,8 @@ async def run(profile: Profile, subjects: list[Subject], work: Path, log: Callab
                     n += 1
                     log(f"  {subject.name} {shape.label} at {cores:g} core …")
                     plan = Plan(seconds=profile.seconds, warmup=profile.warmup, start_timeout=profile.start_timeout,
-                                commands=profile.commands, commands_budget=profile.commands_budget)
+                                commands=profile.commands, commands_budget=profile.commands_budget,
+                                command_interval=profile.command_interval)
                     load_before = os.getloadavg()
                     throttled_before = quota.throttled()
                     started = time.monotonic()

@@ -259,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else FULL
     try:
         settings = replace(settings, edgebox=edgebox.select(settings.edgebox, getattr(args, "quotas", None),
-                                                            getattr(args, "loads", None)))
+                                                            getattr(args, "loads", None),
+                                                            getattr(args, "command_interval", None)))
     except ValueError as exc:
         print(f"citytwin bench: {exc}", file=sys.stderr)
         return 2

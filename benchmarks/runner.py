@@ -35,6 +35,10 @@ class Plan:
     outage: float = 0.0  # broker down this long (recovery), 0: no outage
     drain_timeout: float = 60.0
     commands_budget: float = 0.0  # stop sending commands after this many seconds (0: no limit)
+    # seconds from one command's send to the next one's (0: back to back, each sent when the
+    # previous is answered: a flood that measures the gateway's command throughput as much as
+    # its latency; an operator's rate measures the latency under the telemetry load)
+    command_interval: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -94,7 +98,7 @@ class Hub:
                 if future is not None and not future.done():
                     future.set_result(time.perf_counter())
 
-    async def round_trips(self, count: int, devices: int, budget: float = 0.0) -> dict[str, Any]:
+    async def round_trips(self, count: int, devices: int, budget: float = 0.0, interval: float = 0.0) -> dict[str, Any]:
         rtts: list[float] = []
         failures = 0
         loop = asyncio.get_running_loop()
@@ -120,6 +124,8 @@ class Hub:
                     break
                 continue
             rtts.append((done - sent) * 1000)
+            if interval:
+                await asyncio.sleep(max(0.0, sent + interval - time.perf_counter()))
         return {"count": len(rtts), "failed": failures,
                 "p50_ms": round(statistics.median(rtts), 3) if rtts else None,
                 "p99_ms": percentile(rtts, 0.99), "max_ms": round(max(rtts), 3) if rtts else None}
@@ -183,7 +189,8 @@ async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path, quota:
         result["steady"] = steady
         if plan.commands:
             stats.reset()
-            result["commands"] = await hub.round_trips(plan.commands, shape.devices, plan.commands_budget) | stats.figures()
+            result["commands"] = await hub.round_trips(plan.commands, shape.devices, plan.commands_budget,
+                                                            plan.command_interval) | stats.figures()
         if plan.outage:
             result["recovery"] = await _outage(broker, subscriber, stats, steady["points_per_s"], plan)
         return result

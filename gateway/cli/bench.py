@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loads", default=None, metavar="DEVICES,…",
                         help="edgebox only: the offered loads to run, as device counts of the profile's shape, "
                              "e.g. 100,1000 (default: 10,30,100,300,1000 devices × 100 registers every second)")
+    parser.add_argument("--command-interval", type=float, default=None, metavar="SECONDS",
+                        help="edgebox only: seconds between command sends (default: 0, back to back, each sent "
+                             "when the previous one is answered; 0.05: 20 a second)")
     parser.add_argument("--output", type=Path, default=(root / "benchmarks" / "results") if root else Path("bench-results"),
                         help="where the JSON record and the Markdown summary go")
 
