@@ -46,6 +46,10 @@ class Settings:
     commands: int
     outage: float
     edgebox: edgebox.Profile
+    # how long a subject may take to bring every device up, and to drain after an outage (not
+    # told by identity with FULL: ``--quotas``/``--loads`` make a new Settings)
+    start_timeout: float = 60.0
+    drain_timeout: float = 90.0
 
 
 FULL = Settings(
@@ -56,6 +60,7 @@ FULL = Settings(
 QUICK = Settings(
     throughput=(Shape(10, 20, 0.1),), sim=Shape(3, 17, 0.1, "sim"), latency=Shape(10, 18, 0.1), big=Shape(100, 100, 1.0),
     recovery=Shape(10, 20, 0.2), seconds=1.5, warmup=0.5, commands=20, outage=1.5, edgebox=edgebox.QUICK,
+    start_timeout=20.0, drain_timeout=15.0,
 )
 
 
@@ -108,8 +113,8 @@ class Bench:
 
     def plan(self, **changes: Any) -> Plan:
         s = self.settings
-        return replace(Plan(seconds=s.seconds, warmup=s.warmup, start_timeout=60.0 if s is FULL else 20.0,
-                            drain_timeout=90.0 if s is FULL else 15.0), **changes)
+        return replace(Plan(seconds=s.seconds, warmup=s.warmup, start_timeout=s.start_timeout,
+                            drain_timeout=s.drain_timeout), **changes)
 
     async def scenario(self, name: str) -> list[dict[str, Any]]:
         s = self.settings
