@@ -178,8 +178,7 @@ class _Values(Mapping[str, Any]):
         self._index, self._current = index, current
 
     def __getitem__(self, prop: str) -> Any:
-        i = self._index.get(prop)
-        value = _MISSING if i is None else self._current[i]
+        value = self.get(prop, _MISSING)
         if value is _MISSING:
             raise KeyError(prop)
         return value

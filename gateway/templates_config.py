@@ -256,9 +256,9 @@ def _share_aliases(fleet: FleetDoc, devices: list[Any]) -> list[Any]:
     garbage at once, and the heap that held them did not shrink back (docs/performance.md). A
     part that does not validate whole is left to each device, which reports its errors.
     """
-    nodes: dict[tuple[str, str, int], Any] = {}  # (driver, part, id of the node) -> the node
-    uses: dict[tuple[str, str, int], int] = {}
-    validated: dict[tuple[str, str, int], Any] = {}
+    # (driver, part, id of the node) -> _ONCE after its first device, then the part validated
+    # once (None: it does not validate whole); ids are unique here, ``devices`` holds every node
+    seen: dict[tuple[str, str, int], Any] = {}
     out: list[Any] | None = None
     for index, (device, (_, template)) in enumerate(zip(devices, fleet.entries, strict=False)):
         driver = device.get("driver") if isinstance(device, dict) else None
@@ -269,20 +269,21 @@ def _share_aliases(fleet: FleetDoc, devices: list[Any]) -> list[Any]:
             if not isinstance(items, dict | list) or not items:
                 continue
             key = (driver, part, id(items))
-            if nodes.setdefault(key, items) is not items:
+            value = seen.get(key, _UNSEEN)
+            if value is _UNSEEN:
+                seen[key] = _ONCE  # its first device validates it as written
                 continue
-            count = uses[key] = uses.get(key, 0) + 1
-            if count == 1:
-                continue  # its first device validates it as written
-            if count == 2:
-                validated[key] = _whole(driver, part, items)
-            value = validated[key]
+            if value is _ONCE:
+                value = seen[key] = _whole(driver, part, items)
             if value is None:
                 continue
             out = out if out is not None else list(devices)
             out[index] = dict(out[index], **{part: {} if isinstance(items, dict) else []})
             fleet.shared_parts.setdefault(index, {})[part] = value
     return out if out is not None else devices
+
+
+_UNSEEN, _ONCE = object(), object()
 
 
 def _whole(driver: str, part: str, items: Any) -> Any:

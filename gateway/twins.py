@@ -13,7 +13,7 @@ twin without one) keep the same state in a small dict.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Layout:
@@ -27,6 +27,7 @@ class Layout:
 
 
 NO_LAYOUT = Layout(())
+_V = TypeVar("_V")
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,15 +64,7 @@ class Twin:
 
     def __init__(self, device_id: str, layout: Layout = NO_LAYOUT) -> None:
         self.device_id = device_id
-        self._layout = layout
-        n = len(layout.names)
-        # per property of the layout: value, source ts ms, quality (None: never reported), change ts ms
-        self._value: list[Any] = [None] * n
-        self._ts: list[int] = [0] * n
-        self._quality: list[str | None] = [None] * n
-        self._changed: list[int] = [0] * n
-        # properties outside the layout: name -> [value, source ts, quality, change ts]
-        self._extra: dict[str, list[Any]] = {}
+        self._reset_arrays(layout)
         self.desired: dict[str, Any] = {}
         self.desired_meta: dict[str, int] = {}
         self.version = 0
@@ -151,21 +144,22 @@ class Twin:
         """Keep the reported state in ``layout``'s order (a device's point map changed)."""
         if layout is self._layout:
             return
-        entries = {name: (self.value(name), *self._meta_or_fail(name)) for name in self.reported_names()}
+        entries = [(name, self.value(name), meta) for name in self.reported_names()
+                   if (meta := self.meta(name)) is not None]
         self._reset_arrays(layout)
-        for name, (value, ts, quality, changed) in entries.items():
+        for name, value, (ts, quality, changed) in entries:
             self._put(name, value, ts, quality, changed)
-
-    def _meta_or_fail(self, name: str) -> tuple[int, str, int]:
-        meta = self.meta(name)
-        assert meta is not None  # reported_names lists only reported properties
-        return meta
 
     def _reset_arrays(self, layout: Layout) -> None:
         n = len(layout.names)
         self._layout = layout
-        self._value, self._ts, self._quality, self._changed = [None] * n, [0] * n, [None] * n, [0] * n
-        self._extra = {}
+        # per property of the layout: value, source ts ms, quality (None: never reported), change ts ms
+        self._value: list[Any] = [None] * n
+        self._ts: list[int] = [0] * n
+        self._quality: list[str | None] = [None] * n
+        self._changed: list[int] = [0] * n
+        # properties outside the layout: name -> [value, source ts, quality, change ts]
+        self._extra: dict[str, list[Any]] = {}
 
     def _put(self, name: str, value: Any, ts: int, quality: str, changed: int) -> None:
         i = self._layout.index.get(name)
@@ -232,11 +226,11 @@ class Twin:
     def restore(cls, device_id: str, doc: Mapping[str, Any], layout: Layout = NO_LAYOUT) -> Twin:
         twin = cls(device_id, layout)
         twin.version = int(doc.get("version", 0))
-        meta = doc.get("metadata", {}).get("reported", {})
-        for name, value in dict(doc.get("reported", {})).items():
-            m = meta.get(name, {})
-            twin._put(name, value, m.get("ts", 0), m.get("quality", "good"), m.get("changed", 0))
         meta = doc.get("metadata", {})
+        reported_meta = meta.get("reported", {})
+        for name, value in dict(doc.get("reported", {})).items():
+            m = reported_meta.get(name, {})
+            twin._put(name, value, m.get("ts", 0), m.get("quality", "good"), m.get("changed", 0))
         twin.desired = dict(doc.get("desired", {}))
         twin.desired_meta = {k: int(m.get("changed", 0)) for k, m in meta.get("desired", {}).items()}
         # a restored twin is offline until its device answers again
@@ -245,17 +239,13 @@ class Twin:
         return twin
 
 
-class _Reported(Mapping[str, Any]):
+class _TwinView(Mapping[str, _V]):
+    """A read-only view of one side of a twin's reported properties."""
+
     __slots__ = ("_twin",)
 
     def __init__(self, twin: Twin) -> None:
         self._twin = twin
-
-    def __getitem__(self, prop: str) -> Any:
-        value = self._twin.value(prop, _MISSING)
-        if value is _MISSING:
-            raise KeyError(prop)
-        return value
 
     def __iter__(self) -> Iterator[str]:
         return self._twin.reported_names()
@@ -267,23 +257,24 @@ class _Reported(Mapping[str, Any]):
         return repr(dict(self))
 
 
-class _ReportedMeta(Mapping[str, tuple[int, str, int]]):
-    __slots__ = ("_twin",)
+class _Reported(_TwinView[Any]):
+    __slots__ = ()
 
-    def __init__(self, twin: Twin) -> None:
-        self._twin = twin
+    def __getitem__(self, prop: str) -> Any:
+        value = self._twin.value(prop, _MISSING)
+        if value is _MISSING:
+            raise KeyError(prop)
+        return value
+
+
+class _ReportedMeta(_TwinView[tuple[int, str, int]]):
+    __slots__ = ()
 
     def __getitem__(self, prop: str) -> tuple[int, str, int]:
         meta = self._twin.meta(prop)
         if meta is None:
             raise KeyError(prop)
         return meta
-
-    def __iter__(self) -> Iterator[str]:
-        return self._twin.reported_names()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self._twin.reported_names())
 
 
 _MISSING = object()
