@@ -157,9 +157,8 @@ class DeviceRunner:
         self._wake_up()
 
     def _wake_up(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        if self._wake is not None:
+            _resolve(self._wake)
 
     def status(self) -> dict[str, Any]:
         health = self._driver.health
