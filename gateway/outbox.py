@@ -29,6 +29,7 @@ import asyncio
 import collections
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +115,13 @@ class Outbox:
         self._db_depth = 0
         self._db_bytes = 0
         self._oldest_ts: int | None = None
-        self._dropped_upto = 0  # every stored row with an id up to this was dropped
+        # every stored row with an id up to this was dropped, except rows handed to the hub link
+        # (``_handed``): those are never victims, so a count of drops is a count of lost messages
+        self._dropped_upto = 0
+        # ids handed to the hub link and not yet deleted after their acknowledgement; written on
+        # the event loop, read by the writer thread, both under ``_drop_lock``
+        self._handed: set[int] = set()
+        self._drop_lock = threading.Lock()
         # touched only on the event loop:
         self._seq: dict[str, int] = {}
         self._pending: list[Pending] = []
@@ -270,6 +277,9 @@ class Outbox:
         except sqlite3.Error as exc:
             self._keep_in_memory(rows, acked, exc)
             return
+        if acked:
+            with self._drop_lock:
+                self._handed.difference_update(acked)
         if not self._disk_ok:
             log.warning("outbox: %s is writable again; stored %d message(s) held in memory", self.path, retrying)
             self._disk_ok = True
@@ -355,7 +365,7 @@ class Outbox:
             if rows:
                 last = {row.device: row.seq for row in rows}
                 db.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)", list(last.items()))
-            dropped, depth, size, dropped_upto = self._enforce_limits(db, now, depth, size)
+            dropped, depth, size = self._enforce_limits(db, now, depth, size)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -363,7 +373,6 @@ class Outbox:
                 row.id = None
             raise
         self._db_depth, self._db_bytes = depth, size
-        self._dropped_upto = max(self._dropped_upto, dropped_upto)
         if self._oldest_ts is None and rows:
             self._oldest_ts = now
         if dropped or depth == 0:
@@ -372,32 +381,54 @@ class Outbox:
 
     def _enforce_limits(
         self, db: sqlite3.Connection, now: int, depth: int, size: int
-    ) -> tuple[dict[str, int], int, int, int]:
+    ) -> tuple[dict[str, int], int, int]:
+        """Delete the oldest rows past the age, count and byte bounds, except rows in flight.
+
+        A row the hub link holds may reach the hub yet: counting it as dropped would report a
+        loss that did not happen. Victims are chosen and ``_dropped_upto`` raised under the lock
+        ``take`` hands rows out under, so a row is either handed out or dropped, never both.
+        """
         limits = self.limits
         dropped: dict[str, int] = {}
-        upto = 0
         cutoff = now - int(limits.max_age * 1000)
-        if self._oldest_ts is not None and self._oldest_ts < cutoff:
-            for device, count, removed, last in db.execute(
-                "SELECT device, COUNT(*), SUM(LENGTH(payload)), MAX(id) FROM outbox WHERE ts < ? GROUP BY device",
-                (cutoff,),
-            ).fetchall():
-                dropped[device] = dropped.get(device, 0) + count
-                depth, size, upto = depth - count, size - removed, max(upto, last)
-            db.execute("DELETE FROM outbox WHERE ts < ?", (cutoff,))
-        while depth > limits.max_messages or size > limits.max_bytes:
-            excess = max(depth - limits.max_messages, 1)
-            victims = db.execute(
-                "SELECT id, device, LENGTH(payload) FROM outbox ORDER BY id LIMIT ?", (min(excess, 10_000),)
-            ).fetchall()
-            if not victims:
-                break
-            for _, device, removed in victims:
-                dropped[device] = dropped.get(device, 0) + 1
-                depth, size = depth - 1, size - removed
-            upto = max(upto, victims[-1][0])
-            db.execute("DELETE FROM outbox WHERE id <= ?", (victims[-1][0],))
-        return dropped, depth, size, upto
+        expired = self._oldest_ts is not None and self._oldest_ts < cutoff
+        if not expired and depth <= limits.max_messages and size <= limits.max_bytes:
+            return dropped, depth, size
+        with self._drop_lock:
+            handed = self._handed
+            victims: list[int] = []
+            if expired:
+                for rid, device, removed in db.execute(
+                    "SELECT id, device, LENGTH(payload) FROM outbox WHERE ts < ? ORDER BY id", (cutoff,)
+                ):
+                    if rid not in handed:
+                        victims.append(rid)
+                        dropped[device] = dropped.get(device, 0) + 1
+                        depth, size = depth - 1, size - removed
+            after = victims[-1] if victims else 0
+            while depth > limits.max_messages or size > limits.max_bytes:
+                excess = max(depth - limits.max_messages, 1)
+                rows = db.execute(
+                    "SELECT id, device, LENGTH(payload) FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, min(excess, 10_000) + len(handed)),
+                ).fetchall()
+                if not rows:
+                    break
+                for rid, device, removed in rows:
+                    if rid in handed:
+                        continue
+                    victims.append(rid)
+                    dropped[device] = dropped.get(device, 0) + 1
+                    depth, size = depth - 1, size - removed
+                    if depth <= limits.max_messages and size <= limits.max_bytes:
+                        break
+                after = rows[-1][0]
+            for start in range(0, len(victims), 900):
+                chunk = victims[start:start + 900]
+                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            if victims:
+                self._dropped_upto = max(self._dropped_upto, victims[-1])
+        return dropped, depth, size
 
     def _count_drops(self, dropped: dict[str, int]) -> None:
         total = sum(dropped.values())
@@ -433,11 +464,16 @@ class Outbox:
     def _backlog_bounds(self) -> tuple[int, int]:
         db = self._db
         assert db is not None
-        until, total = db.execute("SELECT COALESCE(MAX(id), 0), COUNT(*) FROM outbox").fetchone()
+        until, total, first = db.execute("SELECT COALESCE(MAX(id), 0), COUNT(*), MIN(id) FROM outbox").fetchone()
+        if first is not None:
+            with self._drop_lock:  # rows in flight last session survive below the mark: read them again
+                self._dropped_upto = min(self._dropped_upto, int(first) - 1)
         return int(until), int(total)
 
     def session_ended(self) -> None:
         self._connected = False
+        with self._drop_lock:  # what was in flight and not acknowledged is backlog again
+            self._handed.intersection_update(self._acked)
         self._live.clear()
         self._live_bytes = 0
         self._live_spilled = False  # what waits on disk is the next session's backlog
@@ -480,11 +516,21 @@ class Outbox:
             if len(batch) < limit and self.backlog_pending():
                 batch.extend(await self._take_backlog(limit - len(batch)))
             if batch:
+                batch = self._hand_out(batch)
+            if batch:
                 return batch
             if self.backlog_pending():
                 await asyncio.sleep(max(0.001, 1.0 / self.limits.replay_rate))
                 continue
             await self._ready.wait()
+
+    def _hand_out(self, batch: list[Row]) -> list[Row]:
+        """Rows dropped while ``take`` read are left out; the rest are safe from the bounds."""
+        with self._drop_lock:
+            upto = self._dropped_upto
+            batch = [row for row in batch if row.id is None or row.id > upto]
+            self._handed.update(row.id for row in batch if row.id is not None)
+        return batch
 
     async def _stream_live(self) -> None:
         """The live window overflowed: read the next live rows from disk, in order."""
