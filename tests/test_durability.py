@@ -33,6 +33,10 @@ class PersistentMosquitto(Mosquitto):
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 1000000\n"
+            # started as root, mosquitto runs as its own user, which cannot write a root-owned
+            # temporary directory: the session was silently not saved, and a hub that came back
+            # after the gateway missed what the gateway sent first (no effect for other users)
+            "user root\n"
         )
 
 
@@ -177,6 +181,7 @@ async def test_broker_outage_is_replayed_and_drops_are_counted_exactly(tmp_path:
     try:
         await collector.started(proc)
         broker.stop()
+        assert (broker.conf.parent / "mosquitto.db").is_file(), "the hub's session must survive the restart"
         # ~2 devices × 10 polls/s of messages overflow the bound of 100 within seconds
         await eventually(lambda: "outbox full" in proc.output(), timeout=30)
         broker.start()
@@ -194,9 +199,11 @@ async def test_broker_outage_is_replayed_and_drops_are_counted_exactly(tmp_path:
             seqs = collector.seqs(device)
             missing = set(range(1, max(seqs) + 1)) - seqs
             assert len(missing) == per_device[device], (device, len(missing), per_device[device])
-            # the dropped ones are the oldest of the outage: one contiguous run
-            if missing:
-                assert max(missing) - min(missing) + 1 == len(missing)
+            # the dropped ones are the oldest waiting, older than what was replayed (not always
+            # one run: rows in flight when a later drop came are kept, and arrive)
+            replayed = [r["seq"] for r in collector.reports[device] if r.get("replay")]
+            if missing and replayed:
+                assert max(missing) < max(replayed), (sorted(missing), max(replayed))
         assert any(r.get("replay") for r in collector.reports["pump-station-1"])
         assert "replaying a backlog" in proc.output() and "outbox full" in proc.output()
     finally:
