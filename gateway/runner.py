@@ -17,8 +17,9 @@ Assistant's coordinator, where push and poll meet in one place):
 Under overload (issue 13) the runner sheds load at the source instead of queueing it: a poll
 is admitted by the gateway's ``PollGate`` (a bound on polls in flight, and room in the queues
 downstream: a full queue slows polling, it never grows the heap); a poll that ends after its
-successor was due makes the next one due one period after it completed (polls stretch), and
-the ticks missed are counted as skipped. Readings go from the driver through the pipeline in
+successor was due makes the next one due on the device's next tick at least one period after
+it completed (polls stretch, and the devices stay spread over the period), and the ticks
+missed are counted as skipped. Readings go from the driver through the pipeline in
 the same step, so no reading ever waits behind an older one of the same device. The link lock
 is a ``PriorityLock``: a waiting command gets the link before the next poll.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -323,13 +325,16 @@ class DeviceRunner:
             deadline += period
             now = loop.time()
             if deadline <= now:
-                # fell behind: the next poll is due one period after this one completed, so polls
-                # stretch instead of queueing; the ticks missed are counted, never made up
-                missed = int((now - deadline) / period) + 1
+                # fell behind: the next poll is due at least one period after this one completed,
+                # so polls stretch instead of queueing; the ticks missed are counted, never made
+                # up. It stays on the device's own grid of ticks: restarting the grid at "now"
+                # gathered every device that fell behind together into one phase, and a burst
+                # of polls each second got the process throttled under a CPU quota
+                missed = math.ceil((now + period - deadline) / period)
                 self.skipped += missed
                 if self.metrics is not None:
                     self.metrics.skipped(missed)
-                deadline = now + period
+                deadline += missed * period
             if not self._link_lost:
                 await self._sleep_until(deadline)
                 soon = started + REFRESH_GAP

@@ -103,6 +103,34 @@ async def test_polls_stretch_and_the_missed_ticks_are_counted(tmp_path: Path) ->
         assert status(gw.gw)["devices"]["a"]["skipped"] == runner.skipped
 
 
+def _phase(t1: float, t2: float, period: float = 0.05) -> float:
+    return (t1 - t2) % period
+
+
+async def test_devices_that_fell_behind_together_keep_their_own_phases(tmp_path: Path) -> None:
+    """Two devices held and released at the same moment do not poll together afterwards: each
+    goes back to its own tick. (Restarting each schedule at "now" gathered every device that
+    fell behind into one phase: a burst of polls each period, throttled under a CPU quota.)"""
+    x, y = HeldReads(), HeldReads()
+    y.held = x.held  # one switch for both
+    async with InProcessGateway(config(["x", "y"]), tmp_path, {"x": x.handle, "y": y.handle}) as gw:
+        loop = asyncio.get_running_loop()
+        await gw.wait_for(lambda: len(x.starts) >= 4 and len(y.starts) >= 4, what="a few polls of each")
+        before = _phase(x.starts[-1], y.starts[-1])
+        assert 0.01 < before < 0.04, before  # spread over the period by device id
+        x.hold()
+        await gw.wait_for(lambda: x.waiting == 1 and y.waiting == 1, what="both reads held")
+        count_x, count_y = len(x.starts), len(y.starts)
+        held_from = max(x.starts[-1], y.starts[-1])
+        await gw.wait_for(lambda: loop.time() - held_from > 4 * 0.05, what="four periods")
+        x.held.set()  # both released at once
+        await gw.wait_for(lambda: len(x.starts) > count_x and len(y.starts) > count_y, what="a poll of each")
+        after = _phase(x.starts[count_x], y.starts[count_y])
+        drift = min(abs(after - before), 0.05 - abs(after - before))
+        assert drift < 0.01, (before, after)
+        assert gw.gw.runners["x"].skipped >= 4 and gw.gw.runners["y"].skipped >= 4
+
+
 async def test_a_command_overtakes_queued_polls(tmp_path: Path) -> None:
     """The link lock serves a waiting command before a waiting poll; the poll gate never
     holds a command back."""
