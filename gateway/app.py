@@ -22,6 +22,7 @@ from citytwin.drivers.base import Driver
 from citytwin.drivers.registry import create_driver
 from citytwin.gateway.access import Access
 from citytwin.gateway.audit import AuditLog
+from citytwin.gateway.backgroundpace import BackgroundPace
 from citytwin.gateway.bootstrap import prepare_file
 from citytwin.gateway.commandlog import CommandLog
 from citytwin.gateway.commands import CommandRelay
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from citytwin.gateway.httpapi import HttpApi
 
 _FLUSH_BATCH = 25  # twins rendered and persisted per store transaction (~4 ms of CPU at 100 properties)
+_PUBLISH_GROUP = 8  # twins rendered per paced step of their publication (one hub publish window)
 
 log = logging.getLogger("citytwin.gateway")
 
@@ -81,6 +83,8 @@ class Gateway:
         # polls wait for room in the outbox's bounded queues and for a slot in flight (issue 13)
         # ... and are paced to stay under the CPU budget (the cgroup's quota), so commands find the box awake
         self.cpu = CpuBudget(config.gateway.cpu_budget)
+        # twins published and persisted, each paced to a share of the CPU budget
+        self._publish_pace, self._flush_pace = BackgroundPace(self.cpu), BackgroundPace(self.cpu)
         self.gate = PollGate(config.gateway.max_polls_in_flight, self.outbox.wait_room,
                              config.gateway.loop_lag_target, self.cpu)
         self.overload = OverloadMonitor(self.runners, [self.outbox, self.hub, self.gate])
@@ -300,31 +304,50 @@ class Gateway:
             # a device back online converges on its desired state, like a shadow-aware device
             self.relay.sync_desired(spec.id)
 
-    def _publish_twin(self, device_id: str) -> None:
+    def _publish_twin(self, device_id: str, render_now: bool = False) -> None:
         self._twin_dirty.discard(device_id)
         twin = self.twins[device_id]
-        # rendered when the hub link publishes it: the latest version, never kept as bytes
-        self.hub.send_state(self.hub.topics.twin(device_id), lambda: dumps(twin.document()))
+        # rendered when the hub link publishes it: the latest version, never kept as bytes;
+        # ``render_now`` (paced publication, link up): rendered here, where its CPU is paced
+        self.hub.send_state(self.hub.topics.twin(device_id), lambda: dumps(twin.document()),
+                            rendered=dumps(twin.document()) if render_now and self.hub.connected else None)
 
     async def _housekeeping(self) -> None:
-        publish_every = self.config.gateway.twin_publish_interval
-        interval = min(publish_every, self.config.gateway.flush_interval)
+        """Twins published and persisted, each on its own schedule and paced: all of them at
+        once was a burst of CPU that got the process throttled under a quota."""
+        await asyncio.gather(self._publish_twins(), self._persist_twins())
+
+    def _overloaded_factor(self) -> int:
+        # overloaded: twins (a rendered document each) are the first thing to shed, and
+        # persisting every twin each second too (a crash then loses up to 10 flush intervals
+        # of twin history; reports are in the outbox regardless)
+        return 10 if self.overload.cause else 1
+
+    async def _publish_twins(self) -> None:
+        """Each round publishes the twins changed since the last, spread over half the round
+        and paced to the CPU budget; a round that takes longer delays the next (which then
+        sends only the latest document of each twin)."""
         loop = asyncio.get_running_loop()
-        next_flush = loop.time() + self.config.gateway.flush_interval
-        next_publish = loop.time() + publish_every
+        pace = self._publish_pace
+        next_round = loop.time() + self.config.gateway.twin_publish_interval
         while True:
-            await asyncio.sleep(interval)
-            if loop.time() >= next_publish:
-                # overloaded: twins (a rendered document each) are the first thing to shed
-                next_publish = loop.time() + publish_every * (10 if self.overload.cause else 1)
-                for device_id in list(self._twin_dirty):
-                    self._publish_twin(device_id)
-            if loop.time() >= next_flush:
-                # overloaded: persisting every twin each second is shed too (a crash then loses
-                # up to 10 flush intervals of twin history; reports are in the outbox regardless)
-                every = self.config.gateway.flush_interval * (10 if self.overload.cause else 1)
-                next_flush = loop.time() + every
-                await self.flush(spread=every / 2)
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+            every = self.config.gateway.twin_publish_interval * self._overloaded_factor()
+            next_round = loop.time() + every
+            dirty = list(self._twin_dirty)
+            spread = every / 2 * _PUBLISH_GROUP / len(dirty) if dirty else 0.0
+            for start in range(0, len(dirty), _PUBLISH_GROUP):
+                pace.start()
+                for device_id in dirty[start:start + _PUBLISH_GROUP]:
+                    if device_id in self._twin_dirty and device_id in self.twins:
+                        self._publish_twin(device_id, render_now=True)
+                await pace.pause(spread)
+
+    async def _persist_twins(self) -> None:
+        while True:
+            every = self.config.gateway.flush_interval * self._overloaded_factor()
+            await asyncio.sleep(every)
+            await self.flush(spread=every / 2)
 
     async def flush(self, spread: float = 0.0) -> None:
         """Persist the twins changed since the last flush, a batch at a time.
@@ -332,22 +355,25 @@ class Gateway:
         Each twin is rendered and encoded on its own, so one document tree is alive at a time
         (rendering all 1,000 first held ~30 MB at once and left the heap that much larger),
         and the event loop gets a turn between batches. With ``spread`` the batches are paced
-        over up to that many seconds: rendering 1,000 twins in one go is ~150 ms of CPU, which
-        under a CPU quota got the process throttled and every command behind it waiting.
+        over up to that many seconds, and to a share of the CPU budget (their rendering here and
+        their transaction on the store's thread): rendering 1,000 twins in one go is ~150 ms of
+        CPU, which under a CPU quota got the process throttled and every command behind it
+        waiting. Without (at shutdown) they go as fast as they can.
         """
         dirty = [d for d, t in self.twins.items() if t.dirty]
         pause = min(0.05, spread * _FLUSH_BATCH / len(dirty)) if spread and dirty else 0.0
+        pace = self._flush_pace
         for start in range(0, len(dirty), _FLUSH_BATCH):
-            if start and pause:
-                await asyncio.sleep(pause)
+            pace.start()
             rows: list[tuple[str, bytes]] = []
             for device_id in dirty[start:start + _FLUSH_BATCH]:
                 twin = self.twins.get(device_id)
                 if twin is not None:
                     twin.dirty = False
                     rows.append((device_id, dumps(twin.snapshot())))
+            rendered = pace.spent()
             try:
-                await self.store.save(rows)
+                stored = await self.store.save(rows)
             except Exception:
                 # keep running on a full or broken disk; the twins stay dirty and are retried
                 for device_id in dirty[start:]:
@@ -355,6 +381,8 @@ class Gateway:
                         self.twins[device_id].dirty = True
                 log.exception("could not persist %d twin(s); will retry", len(dirty) - start)
                 return
+            if spread:
+                await pace.pause(pause, spent=rendered + stored)
 
     async def __aexit__(
         self,

@@ -123,15 +123,17 @@ class HubLink:
                     f"bounds {self.config.queue_limit}, {self.config.queue_bytes})")
         return None
 
-    def send_state(self, topic: str, payload: Any) -> None:
+    def send_state(self, topic: str, payload: Any, rendered: bytes | None = None) -> None:
         """A retained state document; only the latest per topic is kept and sent.
 
         ``payload`` may be a function returning bytes: it is rendered when published, so the
         hub gets the latest state and large documents are not kept rendered in memory.
+        ``rendered``: that function's result now, sent as it is (the caller paces rendering);
+        the function is kept for a later reconnect.
         """
         data = payload if isinstance(payload, bytes) or callable(payload) else dumps(payload)
         self._state[topic] = data
-        self._state_pending[topic] = data
+        self._state_pending[topic] = data if rendered is None else rendered
         self._wake.set()
 
     def backlog(self) -> tuple[int, int, float]:

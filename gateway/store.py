@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,16 +62,21 @@ class TwinStore:
             self._save([(d, orjson.dumps(doc)) for d, doc in twins.items()])
         return twins
 
-    async def save(self, rows: list[tuple[str, bytes]]) -> None:
-        """Persist (device, encoded twin snapshot) rows in one transaction."""
-        if rows:
-            await self._run(self._save, rows)
+    async def save(self, rows: list[tuple[str, bytes]]) -> float:
+        """Persist (device, encoded twin snapshot) rows in one transaction; the CPU seconds it took
+        on the store's thread (the caller paces its work by them)."""
+        if not rows:
+            return 0.0
+        spent: float = await self._run(self._save, rows)
+        return spent
 
-    def _save(self, rows: list[tuple[str, bytes]]) -> None:
+    def _save(self, rows: list[tuple[str, bytes]]) -> float:
         assert self._db is not None
+        started = time.thread_time()
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO twins VALUES (?, ?)", rows)
+        return time.thread_time() - started
 
     async def close(self) -> None:
         """Mark the run as cleanly ended and close; call after the last save."""
