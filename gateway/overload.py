@@ -37,6 +37,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -286,6 +287,7 @@ class _Trace:
         self.collections: list[str] = []
         self._started: float | None = None
         self._t0 = time.monotonic()
+        self._thread_cpu: dict[int, float] = {}
         gc.callbacks.append(self._gc)
 
     def _gc(self, phase: str, info: dict[str, int]) -> None:
@@ -302,8 +304,26 @@ class _Trace:
         cpu_rate = "-" if gate.cpu_rate is None else f"{gate.cpu_rate:.0f}"
         print(f"gate-trace t={time.monotonic() - self._t0:.3f} cpu_ms={cpu_ms:.1f} use={gate.cpu_use:.2f} "
               f"admitted={admitted} lag_ms={lag * 1000:.1f} throttled={throttled} limit={gate.limit} "
-              f"rate={rate} cpu_rate={cpu_rate} gc={','.join(self.collections) or '-'}", file=sys.stderr, flush=True)
+              f"rate={rate} cpu_rate={cpu_rate} gc={','.join(self.collections) or '-'} "
+              f"threads={self._threads()}", file=sys.stderr, flush=True)
         self.collections.clear()
+
+    def _threads(self) -> str:
+        """CPU ms per thread in the window (its own CPU clock), those above 0.5 ms."""
+        out = []
+        for thread in threading.enumerate():
+            ident = thread.ident
+            if ident is None:
+                continue
+            try:
+                cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
+            except (OSError, AttributeError):
+                continue
+            spent = cpu - self._thread_cpu.get(ident, cpu)
+            self._thread_cpu[ident] = cpu
+            if spent >= 0.0005:
+                out.append(f"{thread.name}:{spent * 1000:.1f}")
+        return ",".join(out) or "-"
 
 
 class RunnerState(Protocol):
