@@ -40,17 +40,22 @@ class Profile:
     # ``--command-interval 0.05``: 20 a second, an operator's rate under the telemetry load
     command_interval: float = 0.0
     start_timeout: float = 60.0
+    # then as many at an operator's rate (20 a second): one command's latency under the
+    # telemetry load, rather than the box's command throughput
+    paced_commands: int = 100
+    paced_interval: float = 0.05
 
     def describe(self) -> dict[str, Any]:
         return {"loads": [s.label for s in self.loads], "quotas": list(self.quotas), "seconds": self.seconds,
                 "warmup": self.warmup, "commands": self.commands, "commands_budget_s": self.commands_budget,
-                "command_interval_s": self.command_interval}
+                "command_interval_s": self.command_interval, "paced_commands": self.paced_commands,
+                "paced_interval_s": self.paced_interval}
 
 
 # 100 registers per device, polled every second: 1 k to 100 k points/s offered
 FULL = Profile(loads=tuple(Shape(n, 98, 1.0) for n in (10, 30, 100, 300, 1000)))
 QUICK = Profile(loads=(Shape(5, 18, 0.1), Shape(40, 18, 0.1)), seconds=1.5, warmup=0.5, commands=10,
-                commands_budget=5.0, start_timeout=20.0)
+                commands_budget=5.0, start_timeout=20.0, paced_commands=10)
 
 
 def select(profile: Profile, quotas: str | None, loads: str | None, interval: float | None = None) -> Profile:
@@ -94,7 +99,8 @@ async def run(profile: Profile, subjects: list[Subject], work: Path, log: Callab
                     log(f"  {subject.name} {shape.label} at {cores:g} core …")
                     plan = Plan(seconds=profile.seconds, warmup=profile.warmup, start_timeout=profile.start_timeout,
                                 commands=profile.commands, commands_budget=profile.commands_budget,
-                                command_interval=profile.command_interval)
+                                command_interval=profile.command_interval,
+                                paced_commands=profile.paced_commands, paced_interval=profile.paced_interval)
                     load_before = os.getloadavg()
                     throttled_before = quota.throttled()
                     started = time.monotonic()
@@ -134,6 +140,11 @@ def _bar(fraction: Any, width: int = 20) -> str:
     return "█" * full + "·" * (width - full)
 
 
+def _share(periods: dict[str, int]) -> str:
+    """The share of a phase's CFS periods in which the kernel throttled the subject."""
+    return f"{periods['nr_throttled'] / periods['nr_periods']:.0%}" if periods.get("nr_periods") else "—"
+
+
 def table(runs: list[dict[str, Any]]) -> list[str]:
     """The curves as Markdown: one table per quota, a row per offered load and subject."""
     lines: list[str] = []
@@ -145,27 +156,28 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
         at = [r for r in runs if r.get("quota_cores") == cores]
         lines += ["", f"#### CPU quota {cores:g} core", "",
                   "| offered pts/s | subject | delivered pts/s | vs naive | polls kept | curve (kept) | p50 ms | p99 ms "
-                  "| p99 periods | RSS MB | cmd p50 ms | cmd p99 ms | cmds ok/sent | seq missing | broker dropped "
-                  "| CPU % | throttled | load avg |",
-                  "|" + "---|" * 18]
+                  "| p99 periods | RSS MB | cmd p50 ms | cmd p99 ms | cmds ok/sent | paced cmd p50 / p99 ms "
+                  "| seq missing | broker dropped | CPU % | throttled: run / steady / flood / paced | load avg |",
+                  "|" + "---|" * 19]
         for offered in dict.fromkeys(r["offered_points_per_s"] for r in at):
             row = [r for r in at if r["offered_points_per_s"] == offered]
             naive = next((r.get("steady", {}).get("points_per_s") for r in row if r["subject"] == "naive"), None)
             for r in row:
                 if "error" in r:
-                    lines.append(f"| {offered:,} | {r['subject']} | error: {r['error'][:80]} |" + " |" * 15)
+                    lines.append(f"| {offered:,} | {r['subject']} | error: {r['error'][:80]} |" + " |" * 16)
                     continue
-                st, cm = r.get("steady", {}), r.get("commands", {})
+                st, cm, paced = r.get("steady", {}), r.get("commands", {}), r.get("commands_paced", {})
                 delivered = st.get("points_per_s")
                 ratio = f"{delivered / naive:.1f}×" if delivered and naive and r["subject"] != "naive" else "—"
                 sent = (cm.get("count") or 0) + (cm.get("failed") or 0)
-                thr = r.get("throttled_periods", {})
-                throttled = (f"{thr['nr_throttled'] / thr['nr_periods']:.0%}" if thr.get("nr_periods") else "—")
+                throttled = " / ".join(_share(part.get("throttled_periods", {}))
+                                       for part in (r, st, cm, paced))
                 lines.append("| " + " | ".join([
                     f"{offered:,}", r["subject"], _f(delivered), ratio, _f(st.get("polls_kept")),
                     _bar(st.get("polls_kept")), _f(st.get("latency_p50_ms")), _f(st.get("latency_p99_ms")),
                     _f(st.get("latency_p99_periods")), _f(st.get("rss_mb")), _f(cm.get("p50_ms")),
-                    _f(cm.get("p99_ms")), f"{cm.get('count', 0)}/{sent}", _f(st.get("seq_missing")),
+                    _f(cm.get("p99_ms")), f"{cm.get('count', 0)}/{sent}",
+                    f"{_f(paced.get('p50_ms'))} / {_f(paced.get('p99_ms'))}", _f(st.get("seq_missing")),
                     _f(st.get("broker_dropped")), _f(st.get("cpu_percent")), throttled,
                     f"{r['load_avg']['before'][0]:.1f}→{r['load_avg']['after'][0]:.1f}",
                 ]) + " |")

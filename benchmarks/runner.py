@@ -39,6 +39,19 @@ class Plan:
     # previous is answered: a flood that measures the gateway's command throughput as much as
     # its latency; an operator's rate measures the latency under the telemetry load)
     command_interval: float = 0.0
+    # a second command phase after the first, at this interval (0: none): the edge-box profile
+    # measures both the flood (what the box can answer) and an operator's rate (how long one
+    # command takes under the telemetry load, which is what the p99 goal is about)
+    paced_commands: int = 0
+    paced_interval: float = 0.05
+
+
+def _throttled_since(quota: CpuQuota | None, before: dict[str, int]) -> dict[str, int]:
+    """The quota's periods and throttled periods since ``before`` (one phase of a run)."""
+    if quota is None:
+        return {}
+    now = quota.throttled()
+    return {k: now.get(k, 0) - before.get(k, 0) for k in ("nr_periods", "nr_throttled")}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -173,8 +186,10 @@ async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path, quota:
         await asyncio.sleep(plan.warmup)
         before = await subscriber.amark()
         stats.reset()
+        throttled = quota.throttled() if quota is not None else {}
         await asyncio.sleep(plan.seconds)
         mark = await subscriber.amark()
+        throttled = _throttled_since(quota, throttled)
         elapsed = mark["monotonic"] - before["monotonic"]
         offered = shape.devices * shape.points_per_poll / shape.period
         steady = _delivered(mark, elapsed)
@@ -186,11 +201,24 @@ async def measure(subject: Subject, shape: Shape, plan: Plan, work: Path, quota:
         steady.update(stats.figures())
         steady["broker_dropped"] = mark["broker_dropped"] - before["broker_dropped"]
         steady["seq_missing"] = mark["seq_missing"]
+        if throttled:
+            steady["throttled_periods"] = throttled
         result["steady"] = steady
         if plan.commands:
             stats.reset()
+            throttled = quota.throttled() if quota is not None else {}
             result["commands"] = await hub.round_trips(plan.commands, shape.devices, plan.commands_budget,
                                                             plan.command_interval) | stats.figures()
+            if quota is not None:
+                result["commands"]["throttled_periods"] = _throttled_since(quota, throttled)
+        if plan.paced_commands:
+            stats.reset()
+            throttled = quota.throttled() if quota is not None else {}
+            result["commands_paced"] = await hub.round_trips(
+                plan.paced_commands, shape.devices, plan.commands_budget, plan.paced_interval
+            ) | stats.figures() | {"interval_s": plan.paced_interval}
+            if quota is not None:
+                result["commands_paced"]["throttled_periods"] = _throttled_since(quota, throttled)
         if plan.outage:
             result["recovery"] = await _outage(broker, subscriber, stats, steady["points_per_s"], plan)
         return result

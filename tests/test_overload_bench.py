@@ -46,8 +46,11 @@ def run(subject: str, offered: int, delivered: float, kept: float, cores: float 
             "throttled_periods": {"nr_periods": 100, "nr_throttled": 25},
             "steady": {"points_per_s": delivered, "polls_kept": kept, "latency_p50_ms": 5.0,
                        "latency_p99_ms": 50.0, "latency_p99_periods": 0.05, "rss_mb": 60.0,
-                       "seq_missing": 0, "broker_dropped": 0, "cpu_percent": 24.0},
-            "commands": {"count": 10, "failed": 0, "p50_ms": 3.0, "p99_ms": 9.0}}
+                       "seq_missing": 0, "broker_dropped": 0, "cpu_percent": 24.0,
+                       "throttled_periods": {"nr_periods": 100, "nr_throttled": 7}},
+            "commands": {"count": 10, "failed": 0, "p50_ms": 3.0, "p99_ms": 9.0,
+                         "throttled_periods": {"nr_periods": 10, "nr_throttled": 9}},
+            "commands_paced": {"count": 10, "failed": 0, "p50_ms": 2.5, "p99_ms": 4.5, "interval_s": 0.05}}
 
 
 def test_the_summary_draws_one_curve_per_quota_with_ratios_to_the_naive_baseline() -> None:
@@ -60,7 +63,8 @@ def test_the_summary_draws_one_curve_per_quota_with_ratios_to_the_naive_baseline
     assert "#### CPU quota 0.25 core" in text and "#### CPU quota 1 core" in text
     lines = [line for line in text.splitlines() if line.startswith("| 10,000 | citytwin")]
     assert len(lines) == 1 and "| 10.0× |" in lines[0] and "████████" in lines[0]
-    assert "25%" in lines[0]  # throttled periods
+    assert "| 25% / 7% / 90% / — |" in lines[0]  # throttled periods: the run, steady, flood, paced (unknown)
+    assert "| 2.5 / 4.5 |" in lines[0]  # the paced commands
     assert "error: RuntimeError: boom" in text
     assert text.index("| 1,000 | citytwin") < text.index("| 10,000 | citytwin")  # load increases down
 
