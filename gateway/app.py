@@ -10,6 +10,7 @@ config file to the running set of devices (docs/operations.md).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -51,6 +52,19 @@ _PUBLISH_GROUP = 8  # twins rendered per paced step of their publication (one hu
 
 log = logging.getLogger("citytwin.gateway")
 
+
+def _settle_heap() -> None:
+    """Collect once, then freeze what is left out of the garbage collector's way.
+
+    After start-up (or a reload) the heap is mostly what the gateway keeps for good: configs,
+    point maps, drivers, twins. Every full collection walked all of it: at 1,000 devices that
+    was 60 ms of CPU at a time (100-300 ms under a quarter core), and every command arriving
+    meanwhile waited. Frozen objects are never walked; what is created later still is. A
+    reload unfreezes first, so what the old config leaves behind can be collected.
+    """
+    gc.collect()
+    gc.freeze()
+
 DriverFactory = Callable[[str, BaseModel, Mapping[str, BaseModel]], Driver]
 
 
@@ -61,8 +75,12 @@ class Gateway:
         specs: dict[str, DeviceSpec],
         config_path: Path | None = None,
         driver_factory: DriverFactory = create_driver,
+        settle_heap: bool = False,
     ) -> None:
         self.config = config
+        # the process's garbage collector is tuned after start-up and reloads (``_settle_heap``):
+        # for the process that owns it (``citytwin run``), not for a gateway inside a test
+        self.settle_heap = settle_heap
         # how a device's driver is made: the registry, or a test's FakeDriver (tests/harness.py)
         self.driver_factory = driver_factory
         self.specs = dict(specs)
@@ -142,6 +160,8 @@ class Gateway:
                 await asyncio.sleep(0)  # start-up streams: devices built so far begin polling now
         self.relay.starting = frozenset()
         self.relay.started.set()
+        if self.settle_heap:
+            _settle_heap()
         self.relay.report_interrupted(interrupted)
         self._housekeeper = self.tasks.spawn(self._housekeeping(), "housekeeping")
         self.remote.publish_state()
@@ -219,6 +239,15 @@ class Gateway:
 
     async def _apply(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
         """Start added devices, stop removed ones, restart changed ones (their config differs)."""
+        if not self.settle_heap:
+            return await self._apply_specs(config, specs, source)
+        gc.unfreeze()  # what the old config leaves behind may be collected again
+        try:
+            return await self._apply_specs(config, specs, source)
+        finally:
+            _settle_heap()
+
+    async def _apply_specs(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
         old = {d: s.config for d, s in self.specs.items()}
         removed = [d for d in old if d not in specs]
         added = [d for d in specs if d not in old]

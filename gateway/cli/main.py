@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop = _stop_on_signals()
         hup = asyncio.Event()  # SIGHUP reloads the config (installed early: its default would kill us)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
-        gw = Gateway(config, specs, Path(args.config))
+        gw = Gateway(config, specs, Path(args.config), settle_heap=True)
         gw.remote.active = active
         async with gw as gateway:
 
