@@ -147,7 +147,8 @@ class ModbusTcpDriver(Driver):
     readings come in plan order (by table, then address), one per point. A Modbus
     exception or a malformed answer makes that request's points BAD and keeps the link;
     a timeout or a broken link drops the link and raises a ``TransportError``, after which
-    ``connect()`` may be called again.
+    ``connect()`` may be called again. A request cancelled while its answer is owed drops
+    the link too (the late answer has nobody to go to).
 
     Unit 0 is the broadcast address (connections allow it only with ``broadcast_writes``):
     writes are sent without waiting for an answer, nothing is read, and a point that needs
@@ -307,6 +308,14 @@ class ModbusTcpDriver(Driver):
                     self._in_flight = False
                     await asyncio.sleep(self._conn.broadcast_pause)
                 return answer
+            except asyncio.CancelledError:
+                # the caller gave up (the gateway stopping, a command's time up) while the device
+                # still owes an answer: close the link, as after our own timeout, rather than
+                # leave the answer to come unasked for (pymodbus logs it as an error) or to land
+                # in the next request's wait
+                if self._in_flight:
+                    self._discard_client(ConnectionClosed(f"the request was cancelled {what}"))
+                raise
             except TimeoutError:
                 self._timeouts += 1
                 error: DriverError = RequestTimeout(
