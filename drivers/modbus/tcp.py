@@ -301,8 +301,7 @@ class ModbusTcpDriver(Driver):
             self._requests += 1
             self._in_flight = True
             try:
-                async with asyncio.timeout(self._conn.timeout):
-                    answer = await call(client)
+                answer = await self._exchange(call, client)
                 if answer is None and self._conn.broadcast_pause:  # a broadcast: none comes
                     # quiet while the devices act on it (and any stray answer drains)
                     self._in_flight = False
@@ -312,7 +311,8 @@ class ModbusTcpDriver(Driver):
                 # the caller gave up (the gateway stopping, a command's time up) while the device
                 # still owes an answer: close the link, as after our own timeout, rather than
                 # leave the answer to come unasked for (pymodbus logs it as an error) or to land
-                # in the next request's wait
+                # in the next request's wait (an ``_exchange`` that waits out the answer, as on a
+                # serial bus, clears ``_in_flight`` and keeps the link)
                 if self._in_flight:
                     self._discard_client(ConnectionClosed(f"the request was cancelled {what}"))
                 raise
@@ -342,6 +342,11 @@ class ModbusTcpDriver(Driver):
             elif isinstance(error, TransportError):
                 self._discard_client(error)
             raise error
+
+    async def _exchange(self, call: Call, client: ModbusBaseClient) -> ModbusPDU:
+        """One request and its answer, within the connection's timeout."""
+        async with asyncio.timeout(self._conn.timeout):
+            return await call(client)
 
     async def read(self, points: Sequence[str] | None = None) -> list[Reading]:
         plan = self._plan_all if points is None else self._subset_plan(points)
