@@ -207,10 +207,14 @@ class ModbusTcpDriver(Driver):
             port=conn.port,
             name=self._peer,
             reconnect_delay=0,  # 0 disables pymodbus's own reconnect task
-            # pymodbus's own per-request wait must never fire before ours
-            timeout=2 * max(conn.timeout, conn.connect_timeout) + 1,
+            # no wait of pymodbus's own: ours (``_exchange``) governs. Given a timeout, pymodbus
+            # awaits the answer in asyncio.wait_for, which on Python 3.11 swallows a cancellation
+            # that meets the answer in one loop turn: the device task then ran on for 10 s past
+            # the gateway's shutdown, polling. With None it awaits the answer directly
+            # (pymodbus 3.16, TransactionManager.execute).
+            timeout=None,  # type: ignore[arg-type]
             retries=0,
-            trace_packet=lambda sending, data: self._on_packet(generation, sending, data),
+            trace_packet=lambda sending, data: self._trace_packet(generation, sending, data),
             trace_connect=lambda connected: self._on_connect(generation, connected),
         )
         loop = asyncio.get_running_loop()
@@ -259,6 +263,16 @@ class ModbusTcpDriver(Driver):
         if not connected and generation == self._generation:
             self._last_error = f"connection to {self._peer} lost: the peer closed the connection"
             self._fail_in_flight(ConnectionClosed("the peer closed the connection"))
+
+    def _trace_packet(self, generation: int, sending: bool, data: bytes) -> bytes:
+        """pymodbus's hook for every packet, before it looks for a PDU in it."""
+        client = self._client
+        if not sending and client is not None and client.ctx.response_future.cancelled():
+            # the answer to a request given up on: cancelling the task cancels pymodbus's future
+            # at once, and an answer read in the same loop turn, before the task unwinds and
+            # drops the link, has nobody to go to (pymodbus would log it as unasked for)
+            return b""
+        return self._on_packet(generation, sending, data)
 
     def _on_packet(self, generation: int, sending: bool, data: bytes) -> bytes:
         if sending or generation != self._generation:
