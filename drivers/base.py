@@ -66,6 +66,14 @@ class Driver(abc.ABC):
     """
 
     polled: ClassVar[bool] = True
+    read_vouches_for_push: ClassVar[bool] = True
+    """Whether a ``read`` that succeeds vouches for the points the driver pushes (see ``read``).
+
+    True where the link is the device's own and would end with the subscription (OPC UA
+    monitored items, CoAP observe). False where the link is a broker's and says nothing about
+    the device (device MQTT: the broker stays up while a device has gone quiet): the gateway
+    then counts a pushed value as confirmed only when it arrived, so it goes stale with the
+    device's silence instead of looking fresh on every poll."""
     _push_sink: PushSink | None = None
     _link_sink: LinkSink | None = None
 
@@ -90,9 +98,10 @@ class Driver(abc.ABC):
         """Read the named points (all polled points when None) in as few requests as possible.
 
         A driver may leave out of ``read(None)`` the points it receives by subscription (OPC UA
-        monitored items, CoAP observe): their values arrive through the push sink, and a read
-        that succeeds vouches that those subscriptions are alive (the gateway counts them as
-        confirmed then, for the age interlocks check).
+        monitored items, CoAP observe, device MQTT): their values arrive through the push sink.
+        When ``read_vouches_for_push`` is true, a read that succeeds vouches that those
+        subscriptions are alive (the gateway counts their values as confirmed then, for the age
+        interlocks check); when false, only the readings a read returns are confirmed by it.
 
         Raises ``TransportError`` when the device cannot be reached at all. A request the
         device answers with an error, or an answer that cannot be decoded, yields readings

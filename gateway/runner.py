@@ -114,8 +114,12 @@ class DeviceRunner:
         self._link_lost = False
         self._wake: asyncio.Future[None] | None = None
         self._holding = False  # within REFRESH_GAP of the last poll: refreshes wait for its end
-        self._confirmed_at = 0.0  # monotonic time of the last read that succeeded
-        self._pushed_at: dict[str, float] = {}  # monotonic time of each property's last push
+        # when each value was last confirmed (monotonic): a read that succeeded confirms every
+        # value if the driver's read vouches for its pushes (a live subscription), else only the
+        # readings it returned; a push confirms what it delivered
+        self._vouches = driver.read_vouches_for_push
+        self._confirmed_at = 0.0  # the last read that succeeded, if it vouches for pushes
+        self._seen_at: dict[str, float] = {}  # each property's last push (or read, if not vouching)
         driver.set_push_sink(self.push)
         driver.set_link_sink(self.link_changed)
 
@@ -136,7 +140,7 @@ class DeviceRunner:
         else:
             quality, reason = flagged
             value = None if quality == "bad" else pipeline.values.get(prop)
-        confirmed = max(self._confirmed_at, self._pushed_at.get(prop, 0.0))
+        confirmed = max(self._confirmed_at, self._seen_at.get(prop, 0.0))
         age = time.monotonic() - confirmed if confirmed else float("inf")
         if not self.online:
             # nothing from an offline device is current, whatever its last reading said
@@ -235,9 +239,9 @@ class DeviceRunner:
         if not readings:
             return
         at = time.monotonic()
-        pushed = self._pushed_at
+        seen = self._seen_at
         for reading in readings:
-            pushed[reading.point] = at
+            seen[reading.point] = at
         ts = now_ms()
         self.last_seen_ms = ts
         if self.metrics is not None:
@@ -389,7 +393,13 @@ class DeviceRunner:
             elapsed = 0.0
         if self.metrics is not None:
             self.metrics.polled(elapsed, readings)
-        self._confirmed_at = time.monotonic()
+        if self._vouches:
+            self._confirmed_at = time.monotonic()
+        else:  # the link being up says nothing of the device: only what the read returned is new
+            at = time.monotonic()
+            seen = self._seen_at
+            for reading in readings:
+                seen[reading.point] = at
         ts = now_ms()
         self.last_poll_ms = self.last_seen_ms = ts
         self.polls += 1

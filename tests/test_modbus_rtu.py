@@ -4,6 +4,7 @@ and our pump-station RTU simulator, libmodbus's RTU slave, or a scripted faulty 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -259,3 +260,39 @@ async def test_garbage_on_the_line(line: PtyPair) -> None:
             assert peer.requests == 5
     finally:
         peer.close()
+
+
+async def test_a_request_cancelled_on_the_wire_ends_its_exchange_first(
+    line: PtyPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway stopping cancels a poll whose request is on the line: its answer must not be
+    logged by pymodbus as unasked for, nor taken for the next request's (RTU has no id)."""
+    caplog.set_level(logging.DEBUG, logger="pymodbus")
+    held = asyncio.Event()
+
+    def script(n: int, request: bytes) -> bytes:
+        if n == 1:
+            held.set()
+            return b""  # the unit takes its time: the test answers below
+        return answer(request[0], 222)
+
+    peer = ScriptedPeer(line.b, script)
+    try:
+        driver = rtu_driver(line.a, {"hr": {"table": "holding_register", "address": 4}}, unit=3, timeout=5)
+        neighbour = rtu_driver(line.a, {"hr": {"table": "holding_register", "address": 4}}, unit=4)
+        async with driver, neighbour:
+            poll = asyncio.create_task(driver.read())
+            await asyncio.wait_for(held.wait(), 10)
+            poll.cancel()  # what stopping the gateway does to its device tasks
+            os.write(peer.fd, answer(3, 111))  # the answer comes after all
+            with pytest.raises(asyncio.CancelledError):
+                await poll
+            (mine,) = await driver.read()
+            assert (mine.value, mine.quality) == (222, Quality.GOOD)  # not the cancelled request's 111
+            (theirs,) = await neighbour.read()
+            assert (theirs.value, theirs.quality) == (222, Quality.GOOD)
+            assert peer.requests == 3
+    finally:
+        peer.close()
+    quiet = [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno >= logging.WARNING]
+    assert quiet == []

@@ -7,7 +7,9 @@ port shares one ``_Line``: one open port, one client and one lock that serialize
 requests. pymodbus frames requests, checks CRCs, discards a reply from another unit and
 clears its receive buffer before each request (so garbage or a late reply on the line
 cannot be taken for the next answer). A device that does not answer times out and goes
-offline alone; the line stays open while another device uses it.
+offline alone; the line stays open while another device uses it. A request cancelled once
+it is on the wire (the gateway stopping, a command's time up) still ends its exchange
+before the cancellation goes on, so its answer never meets the next request.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.client import AsyncModbusSerialClient, ModbusBaseClient
+from pymodbus.pdu import ModbusPDU
 
 from citytwin.drivers.errors import ConnectionClosed, DriverError
 from citytwin.drivers.modbus.binding import ModbusLink, ModbusPoint, ModbusRtuConnection
-from citytwin.drivers.modbus.tcp import ModbusTcpDriver
+from citytwin.drivers.modbus.tcp import Call, ModbusTcpDriver
 
 
 @dataclass(eq=False)
@@ -108,6 +111,23 @@ class ModbusRtuDriver(ModbusTcpDriver):
             if _LINES.get(line.port) is line:
                 del _LINES[line.port]
             line.client.close()
+
+    async def _exchange(self, call: Call, client: ModbusBaseClient) -> ModbusPDU:
+        """A serial line is a bus: once a request is on the wire its unit answers, and RTU has
+        no transaction id, so the answer would be taken for the next request's (or logged by
+        pymodbus as unasked for). Closing the line is no way out either: other devices share
+        it. So a cancelled request waits out its exchange (its answer, at most the timeout)
+        and only then lets the cancellation go on; the line stays in step."""
+        exchange = asyncio.ensure_future(super()._exchange(call, client))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            if not exchange.done():
+                await asyncio.wait([exchange])
+            if not exchange.cancelled():
+                exchange.exception()  # retrieved (asyncio would log it): the caller no longer wants it
+            self._in_flight = False  # nothing is owed on the line any more
+            raise
 
     def _on_packet(self, generation: int, sending: bool, data: bytes) -> bytes:
         return data  # RTU frames are checked by pymodbus (CRC, unit id)

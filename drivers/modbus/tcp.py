@@ -147,7 +147,8 @@ class ModbusTcpDriver(Driver):
     readings come in plan order (by table, then address), one per point. A Modbus
     exception or a malformed answer makes that request's points BAD and keeps the link;
     a timeout or a broken link drops the link and raises a ``TransportError``, after which
-    ``connect()`` may be called again.
+    ``connect()`` may be called again. A request cancelled while its answer is owed drops
+    the link too (the late answer has nobody to go to).
 
     Unit 0 is the broadcast address (connections allow it only with ``broadcast_writes``):
     writes are sent without waiting for an answer, nothing is read, and a point that needs
@@ -206,10 +207,14 @@ class ModbusTcpDriver(Driver):
             port=conn.port,
             name=self._peer,
             reconnect_delay=0,  # 0 disables pymodbus's own reconnect task
-            # pymodbus's own per-request wait must never fire before ours
-            timeout=2 * max(conn.timeout, conn.connect_timeout) + 1,
+            # no wait of pymodbus's own: ours (``_exchange``) governs. Given a timeout, pymodbus
+            # awaits the answer in asyncio.wait_for, which on Python 3.11 swallows a cancellation
+            # that meets the answer in one loop turn: the device task then ran on for 10 s past
+            # the gateway's shutdown, polling. With None it awaits the answer directly
+            # (pymodbus 3.16, TransactionManager.execute).
+            timeout=None,  # type: ignore[arg-type]
             retries=0,
-            trace_packet=lambda sending, data: self._on_packet(generation, sending, data),
+            trace_packet=lambda sending, data: self._trace_packet(generation, sending, data),
             trace_connect=lambda connected: self._on_connect(generation, connected),
         )
         loop = asyncio.get_running_loop()
@@ -259,6 +264,16 @@ class ModbusTcpDriver(Driver):
             self._last_error = f"connection to {self._peer} lost: the peer closed the connection"
             self._fail_in_flight(ConnectionClosed("the peer closed the connection"))
 
+    def _trace_packet(self, generation: int, sending: bool, data: bytes) -> bytes:
+        """pymodbus's hook for every packet, before it looks for a PDU in it."""
+        client = self._client
+        if not sending and client is not None and client.ctx.response_future.cancelled():
+            # the answer to a request given up on: cancelling the task cancels pymodbus's future
+            # at once, and an answer read in the same loop turn, before the task unwinds and
+            # drops the link, has nobody to go to (pymodbus would log it as unasked for)
+            return b""
+        return self._on_packet(generation, sending, data)
+
     def _on_packet(self, generation: int, sending: bool, data: bytes) -> bytes:
         if sending or generation != self._generation:
             return data
@@ -300,13 +315,21 @@ class ModbusTcpDriver(Driver):
             self._requests += 1
             self._in_flight = True
             try:
-                async with asyncio.timeout(self._conn.timeout):
-                    answer = await call(client)
+                answer = await self._exchange(call, client)
                 if answer is None and self._conn.broadcast_pause:  # a broadcast: none comes
                     # quiet while the devices act on it (and any stray answer drains)
                     self._in_flight = False
                     await asyncio.sleep(self._conn.broadcast_pause)
                 return answer
+            except asyncio.CancelledError:
+                # the caller gave up (the gateway stopping, a command's time up) while the device
+                # still owes an answer: close the link, as after our own timeout, rather than
+                # leave the answer to come unasked for (pymodbus logs it as an error) or to land
+                # in the next request's wait (an ``_exchange`` that waits out the answer, as on a
+                # serial bus, clears ``_in_flight`` and keeps the link)
+                if self._in_flight:
+                    self._discard_client(ConnectionClosed(f"the request was cancelled {what}"))
+                raise
             except TimeoutError:
                 self._timeouts += 1
                 error: DriverError = RequestTimeout(
@@ -333,6 +356,11 @@ class ModbusTcpDriver(Driver):
             elif isinstance(error, TransportError):
                 self._discard_client(error)
             raise error
+
+    async def _exchange(self, call: Call, client: ModbusBaseClient) -> ModbusPDU:
+        """One request and its answer, within the connection's timeout."""
+        async with asyncio.timeout(self._conn.timeout):
+            return await call(client)
 
     async def read(self, points: Sequence[str] | None = None) -> list[Reading]:
         plan = self._plan_all if points is None else self._subset_plan(points)

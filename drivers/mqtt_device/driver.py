@@ -2,8 +2,11 @@
 
 The device pushes; this driver subscribes once per connection and delivers every message
 through the push sink as readings (value by JSON pointer, source time from the payload when
-bound). ``read()`` returns the latest reading of each point, so the gateway's poll keeps
-its one job: noticing a dead link (a ``TransportError`` once the broker connection is gone).
+bound). Every point is pushed, so ``read()`` returns nothing and the gateway's poll keeps its
+one job: noticing a dead link (a ``TransportError`` once the broker connection is gone);
+``read(points)`` returns the latest reading of the named points. The read does not vouch
+for the device (``read_vouches_for_push = False``): the broker stays up while a device goes
+quiet, so a value counts as confirmed when the device sent it, and goes stale with its silence.
 Commands (service calls and property writes) are published to the device's command topic
 with a fresh correlation id and matched to the reply carrying the same id, within a timeout.
 
@@ -95,6 +98,8 @@ class _Route:
 
 class MqttDeviceDriver(Driver, Invokable):
     """One device on one southbound broker connection."""
+
+    read_vouches_for_push = False
 
     def __init__(self, connection: MqttConnection, points: Mapping[str, MqttPoint]) -> None:
         self._conn = connection
@@ -292,9 +297,9 @@ class MqttDeviceDriver(Driver, Invokable):
 
     async def read(self, points: Sequence[str] | None = None) -> list[Reading]:
         self._require_link()
+        if points is None:  # every point is pushed; the runner tracks when each one arrived
+            return []
         latest = self._latest
-        if points is None:
-            return list(latest.values())
         if isinstance(points, str):
             raise BindingError("points must be a sequence of point names, not one string")
         unknown = [name for name in points if name not in self._points]
