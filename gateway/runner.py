@@ -401,7 +401,9 @@ class DeviceRunner:
             for reading in readings:
                 seen[reading.point] = at
         ts = now_ms()
-        self.last_poll_ms = self.last_seen_ms = ts
+        self.last_poll_ms = ts
+        if self._vouches or readings:  # a broker that answered is not the device: no contact
+            self.last_seen_ms = ts
         self.polls += 1
         self.failures = 0
         if self.online is not True:

@@ -75,9 +75,11 @@ async def test_a_silent_device_goes_stale_though_its_broker_link_is_up(tmp_path:
 
         # the device goes quiet; polls keep succeeding (the broker is up), and must not confirm it
         polls = runner.polls
+        seen = runner.last_seen_ms  # nor count as contact with the device (/health's "silent")
         await gw.wait_for(lambda: (c := runner.current("battery_low")) is not None and c.age > 1.0,
                           what="battery_low to go stale")
         assert runner.online and runner.polls > polls + 5
+        assert runner.last_seen_ms == seen and runner.last_poll_ms > seen
         reply = await set_valve(gw, "v2")
         assert reply["status"] == "rejected", reply
         assert reply["error"]["code"] == "interlock"
@@ -90,5 +92,6 @@ async def test_a_silent_device_goes_stale_though_its_broker_link_is_up(tmp_path:
         await publish(mosquitto, STATE, '{"volume": 12.6, "battery_low": false, "valve": false}')
         await gw.wait_for(lambda: (c := runner.current("volume")) is not None and c.value == 12.6,
                           what="the device's next message")
+        assert runner.last_seen_ms > seen
         reply = await set_valve(gw, "v3")
         assert reply["status"] == "succeeded", reply
