@@ -20,11 +20,7 @@ A box too slow for its load must degrade, not collapse (issue 13). Two pieces:
   over the last 100 ms, and treats a period the kernel throttled as a hard "too much": it
   paces admissions, evenly spaced, to the rate that fits, before the kernel throttles; and
   raises that rate again while the use is below 90 % of the target (by a few per cent a
-  window near it, up to 25 % far below). A period throttled while the use was under the
-  target also lowers the target itself (to 40 % at least), which climbs back by 0.2 % a
-  window without a throttled period: the
-  average can sit below the quota while bursts inside a period do not, and the share of
-  throttled periods, not the average, is what a command waits for. The gate can pace only polls: a burst of other work
+  window near it, up to 25 % far below). The gate can pace only polls: a burst of other work
   (twins published and persisted at once, a batch written by the outbox's thread) still
   spends the quota (docs/performance.md measures how much).
 - ``OverloadMonitor`` looks once a second at what the runners and queues say, and names the
@@ -62,12 +58,6 @@ class Budget(Protocol):
 
 
 CPU_TARGET = 0.75  # of the budget: the rest is headroom for commands and bursts within a period
-# the target adapts to the kernel's verdict: down by TARGET_CUT for each period throttled while
-# the use was under the target (bursts), back up by TARGET_STEP a window without one (from the
-# floor to the top in ~9 s); about one window in twenty-five may see a throttle
-CPU_TARGET_MIN = 0.4
-TARGET_CUT = 0.05
-TARGET_STEP = 0.002
 MIN_RATE = 1.0  # polls per second: shedding never stops polling altogether
 # paced polls are released in small groups at most this often (a fifth of a CFS period): still
 # batched downstream (one outbox commit, one hub publish batch for several), while no period
@@ -85,8 +75,7 @@ class PollGate:
         self.loop_lag = 0.0  # the event loop's lag, seconds (smoothed)
         self.rate: float | None = None  # admissions per second allowed; None: no rate limit
         self.budget = budget
-        self.cpu_target_max = cpu_target  # what the target returns to while nothing throttles
-        self.cpu_target = cpu_target  # the current target (lowered by throttled periods)
+        self.cpu_target = cpu_target
         self.cpu_use = 0.0  # CPU used / budget over the last two windows (~one CFS period)
         self.cpu_rate: float | None = None  # the admissions per second that fit the CPU budget
         self._lag_rate: float | None = None  # the admissions per second the loop's lag allows
@@ -268,13 +257,6 @@ class PollGate:
         self._window = (cpu_cores, admitted_per_s)
         self.cpu_use = use = (previous[0] + cpu_cores) / 2 / cores
         admitted = (previous[1] + admitted_per_s) / 2
-        # a period throttled below the target means the work comes in bursts the average
-        # hides: every command arriving in its rest waits up to 75 ms at a quarter core, so
-        # the target itself comes down, and returns slowly while no period is throttled
-        if throttled and use <= self.cpu_target:  # above it, the average explains the throttle
-            self.cpu_target = max(CPU_TARGET_MIN, self.cpu_target - TARGET_CUT * throttled)
-        elif not throttled:
-            self.cpu_target = min(self.cpu_target_max, self.cpu_target + TARGET_STEP)
         target = self.cpu_target
         if use > target or throttled:
             admitting = max(self._admit_rate, admitted, MIN_RATE)

@@ -181,9 +181,6 @@ def test_the_gate_paces_polls_below_the_cpu_budget_before_the_kernel_throttles()
     assert gate.rate is not None and gate.rate < 100  # 100 polls/s is the whole quarter core
     assert all(u <= gate.cpu_target * 1.05 for u in use[-40:])  # held at the target, not at the quota
     assert min(use[-40:]) > 0.5  # and not starved: most of the budget goes to polls
-    # the first windows were throttled, but at full use: the average explained it, and the
-    # target stays where it was (only bursts under the target lower it)
-    assert gate.cpu_target == gate.cpu_target_max
     assert "CPU budget" in (gate.congestion() or "") and "0.25 core" in (gate.congestion() or "")
     assert gate.limit == 32  # the loop's lag never rose: the in-flight limit is untouched
     # the load falls to 20 polls/s (half the budget... a fifth of it): the pacing lets go
@@ -205,27 +202,6 @@ def test_a_throttled_period_is_a_hard_cut_and_recovery_is_gradual() -> None:
         steps.append(gate.rate or float("inf"))
     assert steps[0] <= cut * 1.25 + 1e-9  # grows back by steps, not at once
     assert all(b >= a for a, b in itertools.pairwise(steps))
-
-
-def test_throttled_periods_lower_the_target_and_it_climbs_back_without_them() -> None:
-    """Bursts inside a period throttle the process while the average is under the target: the
-    target comes down until periods stop being throttled, and returns slowly after."""
-    gate = PollGate(32, lag_target=0.01, budget=Budget(0.25))
-    for _ in range(3):
-        gate.adjust(0.0, 100.0, 0.15, 1)  # 60 % used on average, yet throttled: bursts
-    assert gate.cpu_target == pytest.approx(gate.cpu_target_max - 0.15)
-    for _ in range(20):
-        gate.adjust(0.0, 100.0, 0.09, 1)  # the use fell (polls paced), and still throttled
-    assert gate.cpu_target == pytest.approx(0.4)  # never below
-    assert gate.rate is not None  # and polls are paced to it
-    gate.adjust(0.0, 100.0, 0.25, 1)  # throttled at full use: the average says why, no cut
-    assert gate.cpu_target == pytest.approx(0.4)
-    for _ in range(50):
-        gate.adjust(0.0, 50.0, 0.05, 0)
-    assert gate.cpu_target == pytest.approx(0.5)  # 0.2 % a quiet window
-    for _ in range(500):
-        gate.adjust(0.0, 50.0, 0.05, 0)
-    assert gate.cpu_target == gate.cpu_target_max
 
 
 def test_without_a_budget_the_cpu_signal_is_ignored_and_lag_still_works() -> None:
