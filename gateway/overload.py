@@ -94,12 +94,18 @@ class PollGate:
         self._released_at = -1e9  # loop time of the last release by the timer
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    async def admit(self, first: bool = False) -> AsyncIterator[None]:
+        """Admit one poll. ``first``: a device's first poll goes ahead of those waiting (a device
+        that has never reported would otherwise wait behind every other device's next poll,
+        and on a box that keeps one poll in ten, 1,000 devices took 44 s to report once)."""
         if self._room is not None:
             await self._room()  # a full queue slows polling; it never grows the heap
         while self.in_flight >= self.limit or self._waiters:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
+            if first:
+                self._waiters.appendleft(future)
+            else:
+                self._waiters.append(future)
             try:
                 await future
             except BaseException:
@@ -113,14 +119,14 @@ class PollGate:
         self.in_flight += 1
         try:
             if self.rate is not None or self._paced:
-                await self._pace()  # at most ``limit`` wait here
+                await self._pace(first)  # at most ``limit`` wait here
             self._admitted += 1
             yield
         finally:
             self.in_flight -= 1
             self._wake()
 
-    async def _pace(self) -> None:
+    async def _pace(self, first: bool = False) -> None:
         loop = asyncio.get_running_loop()
         rate = self.rate
         if not self._paced:
@@ -132,7 +138,10 @@ class PollGate:
                 self._last_paced = credit + 1.0 / rate
                 return
         future: asyncio.Future[None] = loop.create_future()
-        self._paced.append(future)
+        if first:
+            self._paced.appendleft(future)
+        else:
+            self._paced.append(future)
         self._arm()
         try:
             await future

@@ -316,7 +316,7 @@ class DeviceRunner:
         while True:
             # admitted once there is room downstream and a slot in flight (no gate: at once)
             self._due = deadline
-            async with self._gate.admit() if self._gate is not None else contextlib.nullcontext():
+            async with self._gate.admit(first) if self._gate is not None else contextlib.nullcontext():
                 started = self._started(loop.time() - deadline, period)
                 full = started >= next_snapshot
                 if full:

@@ -260,3 +260,32 @@ async def test_paced_polls_follow_the_rate_when_it_rises_again() -> None:
     async with asyncio.timeout(2):
         await asyncio.gather(*tasks)
     assert admitted == [0, 1, 2, 3, 4] and loop.time() - started < 2
+
+
+@pytest.mark.parametrize("paced", [False, True])
+async def test_a_first_poll_goes_ahead_of_the_polls_waiting(paced: bool) -> None:
+    """A device that has never reported is admitted before the other devices' next polls,
+    whether polls wait for a slot in flight or for the pacing rate."""
+    gate = PollGate(1, lag_target=0.01)
+    if paced:
+        gate.limit = gate.in_flight_limit = 10
+        gate.rate = 20.0  # one admission each 50 ms: the rest wait in the pacing queue
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def poll(name: str, first: bool = False) -> None:
+        async with gate.admit(first):
+            order.append(name)
+            if name == "holder":
+                await release.wait()
+
+    holder = asyncio.create_task(poll("holder"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(poll(f"next{i}")) for i in range(3)]
+    for _ in range(3):
+        await asyncio.sleep(0)  # each reaches its wait
+    newcomer = asyncio.create_task(poll("new", first=True))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holder, *waiting, newcomer), 5)
+    assert order[0] == "holder" and order[1] == "new", order
