@@ -238,10 +238,7 @@ class DeviceRunner:
         """Readings the driver received unasked: the same path as polled ones, and contact."""
         if not readings:
             return
-        at = time.monotonic()
-        seen = self._seen_at
-        for reading in readings:
-            seen[reading.point] = at
+        self._mark_seen(readings)
         ts = now_ms()
         self.last_seen_ms = ts
         if self.metrics is not None:
@@ -351,6 +348,13 @@ class DeviceRunner:
             if self._link_lost:
                 raise _LinkLost(self.last_error or "the link went down")
 
+    def _mark_seen(self, readings: Sequence[Reading]) -> None:
+        """These readings' properties were confirmed now (a push, or a read that does not vouch)."""
+        at = time.monotonic()
+        seen = self._seen_at
+        for reading in readings:
+            seen[reading.point] = at
+
     async def _sleep_until(self, when: float) -> None:
         """Until loop time ``when``, or until woken (a refresh, a lost link)."""
         loop = asyncio.get_running_loop()
@@ -396,10 +400,7 @@ class DeviceRunner:
         if self._vouches:
             self._confirmed_at = time.monotonic()
         else:  # the link being up says nothing of the device: only what the read returned is new
-            at = time.monotonic()
-            seen = self._seen_at
-            for reading in readings:
-                seen[reading.point] = at
+            self._mark_seen(readings)
         ts = now_ms()
         self.last_poll_ms = ts
         if self._vouches or readings:  # a broker that answered is not the device: no contact
