@@ -31,7 +31,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,14 @@ class Stats:
     dropped_by_device: dict[str, int] = field(default_factory=dict)
     replayed: int = 0
     disk_errors: int = 0
+
+
+def _id_chunks(ids: list[int]) -> Iterator[tuple[list[int], str]]:
+    """``ids`` in chunks an ``IN (...)`` can take (SQLite allows 999 variables a statement),
+    each with its placeholders."""
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _now_ms() -> int:
@@ -348,9 +356,7 @@ class Outbox:
         depth, size = self._db_depth, self._db_bytes
         db.execute("BEGIN IMMEDIATE")
         try:
-            for start in range(0, len(acked), 900):
-                chunk = acked[start:start + 900]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _id_chunks(acked):
                 count, removed = db.execute(
                     f"SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE id IN ({marks})", chunk
                 ).fetchone()
@@ -423,9 +429,8 @@ class Outbox:
                     if depth <= limits.max_messages and size <= limits.max_bytes:
                         break
                 after = rows[-1][0]
-            for start in range(0, len(victims), 900):
-                chunk = victims[start:start + 900]
-                db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            for chunk, marks in _id_chunks(victims):
+                db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
             if victims:
                 self._dropped_upto = max(self._dropped_upto, victims[-1])
         return dropped, depth, size
