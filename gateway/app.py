@@ -65,6 +65,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
+
 DriverFactory = Callable[[str, BaseModel, Mapping[str, BaseModel]], Driver]
 
 
@@ -239,13 +240,13 @@ class Gateway:
 
     async def _apply(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
         """Start added devices, stop removed ones, restart changed ones (their config differs)."""
-        if not self.settle_heap:
-            return await self._apply_specs(config, specs, source)
-        gc.unfreeze()  # what the old config leaves behind may be collected again
+        if self.settle_heap:
+            gc.unfreeze()  # what the old config leaves behind may be collected again
         try:
             return await self._apply_specs(config, specs, source)
         finally:
-            _settle_heap()
+            if self.settle_heap:
+                _settle_heap()
 
     async def _apply_specs(self, config: GatewayConfig, specs: dict[str, DeviceSpec], source: str) -> dict[str, Any]:
         old = {d: s.config for d, s in self.specs.items()}
