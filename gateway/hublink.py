@@ -240,23 +240,16 @@ class HubLink:
     async def _serve(self, client: aiomqtt.Client) -> None:
         for topic in self.topics.subscriptions:
             await client.subscribe(topic, qos=1)
-        # subscribe first, then the current state (status, twins), then the backlog
+        # subscribe first, then the gateway's status; the current state (device status, meta,
+        # twins) goes out with the drain beside the backlog, so neither the first report nor a
+        # command's answer waits behind 2,000 state documents of 1,000 devices
         self._state_pending = dict(self._state)
         self.connected = True
         self._connected_event.set()
         await self._publish_state(client, now_ms())
-        # the state as it was at connect, in windows (1,000 devices have 2,000 state documents);
-        # what changes meanwhile goes out with the drain, or a busy box would never get past
-        # this loop: the twins of 1,000 devices change faster than 0.25 core can render them
-        initial = list(self._state_pending)
-        for start in range(0, len(initial), PUBLISH_WINDOW):
-            window = [(t, self._state_pending.pop(t)) for t in initial[start:start + PUBLISH_WINDOW]
-                      if t in self._state_pending]
-            state = [Outgoing(topic, _render(d), 1, True) for topic, d in window]
-            await asyncio.gather(*(self._publish(client, m) for m in state))
         tasks = [
             asyncio.create_task(self._receive(client), name="hub-receive"),
-            asyncio.create_task(self._drain(client), name="hub-drain"),
+            asyncio.create_task(self._drain(client, list(self._state_pending)), name="hub-drain"),
         ]
         if self.outbox is not None:
             await self.outbox.session_started()
@@ -295,7 +288,11 @@ class HubLink:
             if result is not None:
                 await result
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, client: aiomqtt.Client, at_connect: list[str]) -> None:
+        """Replies and events, then the state as it was at connect (oldest first), then what
+        changed since (newest first). The snapshot keeps a busy box from starving documents
+        that never change: the twins of 1,000 devices change faster than 0.25 core renders them."""
+        snapshot = collections.deque(at_connect)
         while True:
             batch: list[Outgoing] = []
             # replies and gateway events first: a command's answer never waits behind twins
@@ -303,6 +300,10 @@ class HubLink:
                 m = self._queue.popleft()
                 self._queue_bytes -= len(m.payload)
                 batch.append(m)
+            while snapshot and len(batch) < PUBLISH_WINDOW:
+                topic = snapshot.popleft()
+                if topic in self._state_pending:
+                    batch.append(Outgoing(topic, _render(self._state_pending.pop(topic)), 1, True))
             while self._state_pending and len(batch) < PUBLISH_WINDOW:
                 topic, data = self._state_pending.popitem()
                 data = _render(data)
