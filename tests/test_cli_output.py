@@ -88,6 +88,25 @@ def test_help_texts_as_a_newcomer_reads_them(command: tuple[str, ...], shown: li
         assert text in result.stdout, result.stdout
 
 
+def test_run_imports_only_its_own_command_and_a_typo_still_lists_every_command() -> None:
+    """``citytwin run`` pays for no other command's imports before its first poll (the model
+    tools' converters cost ~0.15 s of CPU); help and mistakes still see every command."""
+    probe = ("import sys; from citytwin.gateway.cli.main import build_parser, command_word; "
+             "build_parser(command_word(sys.argv[1:])); "
+             "print(sorted(m for m in sys.modules if m.startswith('citytwin.gateway.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe, "--log-level", "warning", "run", "-c", "x.yaml"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "citytwin.gateway.cli.model'" not in loaded and "cli.hub'" not in loaded and "cli.bench'" not in loaded
+    assert "cli.main'" in loaded
+    typo = subprocess.run([*CLI, "rnu"], capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2
+    for name in ("run", "model", "hub", "status", "bench", "sim", "audit"):
+        assert f"'{name}'" in typo.stderr, typo.stderr
+    status = subprocess.run([*CLI, "--log-format", "json", "status", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0 and "usage: citytwin status" in status.stdout, status.stdout + status.stderr
+
+
 def test_discover_prints_no_library_warning(tmp_path: Path) -> None:
     port = free_port()
     sim = subprocess.Popen([*CLI, "sim", "intersection", "--port", str(port)], stdout=subprocess.DEVNULL,
