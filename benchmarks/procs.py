@@ -22,6 +22,19 @@ ROOT = HERE.parent
 CACHE = Path(os.environ.get("CITYTWIN_BENCH_CACHE", Path.home() / ".cache" / "citytwin-bench"))
 
 
+def byte_compile() -> None:
+    """Compile our packages' bytecode before any subject starts, as installing a wheel does (pip
+    compiles at install, and ThingsBoard's venv has it). An editable install run with
+    PYTHONDONTWRITEBYTECODE (as on these machines) compiles every module from source at each
+    start instead: ~0.2 s of CPU before the first poll, 0.8 s of wall time at a quarter core."""
+    import compileall
+    import importlib
+
+    for name in ("citytwin.gateway", "citytwin.thingmodels", "citytwin.drivers"):
+        for path in importlib.import_module(name).__path__:
+            compileall.compile_dir(path, quiet=1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
