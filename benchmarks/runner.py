@@ -80,6 +80,7 @@ class Hub:
         self.port = port
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.client: aiomqtt.Client | None = None
+        self.sent = 0  # command numbers run on across phases: a repeated id is answered from the log
 
     async def run(self, ready: asyncio.Event) -> None:
         while True:
@@ -116,14 +117,15 @@ class Hub:
         failures = 0
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + budget if budget else None
-        for n in range(count):
+        for _ in range(count):
             if stop_at is not None and loop.time() > stop_at:
                 break
             client = self.client
             if client is None:
                 await asyncio.sleep(0.1)
                 continue
-            topic, payload, key = self.subject.command(device_id(n % devices), n, 1000 + n % 1000)
+            number, self.sent = self.sent, self.sent + 1
+            topic, payload, key = self.subject.command(device_id(number % devices), number, 1000 + number % 1000)
             future: asyncio.Future[float] = loop.create_future()
             self.waiting[key] = future
             sent = time.perf_counter()
