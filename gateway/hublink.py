@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 import time
@@ -96,6 +97,7 @@ class HubLink:
         self._wake = asyncio.Event()
         self._v5 = config.protocol == "5"
         self._connected_event = asyncio.Event()
+        self._tried = asyncio.Event()  # the first connect attempt ended (session ready, or failed)
         self._inflight = 0
         self._outbox_inflight = 0
 
@@ -149,6 +151,13 @@ class HubLink:
         except TimeoutError:
             return False
         return True
+
+    async def wait_first_attempt(self, timeout: float) -> bool:
+        """Wait until the first connect attempt has connected or failed (or the timeout);
+        True if the link is up."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tried.wait(), timeout)
+        return self.connected
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything sent so far is acknowledged by the broker (or the timeout)."""
@@ -235,6 +244,7 @@ class HubLink:
             finally:
                 self.connected = False
                 self._connected_event.clear()
+                self._tried.set()
             await asyncio.sleep(backoff.next_delay())
 
     async def _serve(self, client: aiomqtt.Client) -> None:
@@ -254,6 +264,7 @@ class HubLink:
         if self.outbox is not None:
             await self.outbox.session_started()
             tasks.append(asyncio.create_task(self._drain_outbox(client), name="hub-outbox"))
+        self._tried.set()  # the session is ready: what is read from now on goes out live
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

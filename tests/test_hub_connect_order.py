@@ -1,15 +1,19 @@
-"""What the hub link sends when it connects (issue 13: start-up streams, commands stay fast):
-the retained state of 1,000 devices (2,000 documents) must not hold back the first report or a
-command's answer. Both go out beside the state, over a real mosquitto."""
+"""The hub link at start-up and at connect (issue 13: start-up streams, commands stay fast):
+the devices start once the hub's first connect attempt is over (at most HUB_FIRST), and the
+retained state of 1,000 devices (2,000 documents) does not hold back the first report or a
+command's answer: both go out beside the state. Over a real mosquitto."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from conftest import Mosquitto
+from harness import Call, InProcessGateway
 
+from citytwin.gateway.app import HUB_FIRST
 from citytwin.gateway.config import HubSection
 from citytwin.gateway.hublink import HubLink
 from citytwin.gateway.outbox import Limits, Outbox
@@ -57,3 +61,82 @@ async def test_a_reply_and_the_first_report_do_not_wait_behind_the_state_at_conn
     # (before: both came after all 600 state documents)
     assert reply < 20, order[:reply + 1]
     assert report < STATES // 2, f"the first report came after {report} messages"
+
+
+CONFIG = """
+gateway: {id: first-gw, data_dir: DATA_DIR}
+hub: {url: "HUB", reconnect_min: 0.1, reconnect_max: 0.5}
+http: {enabled: false}
+devices:
+  - id: a
+    model: pump_station
+    driver: modbus-tcp
+    connection: {host: 127.0.0.1, port: 1}
+    poll_period: 0.5
+    points:
+      level: {table: input_register, address: 0, scale: 0.01}
+"""
+
+
+READS: list[float] = []
+
+
+def _reading(call: Call) -> Any:
+    if call.op != "read":
+        return None
+    READS.append(asyncio.get_running_loop().time())
+    return {"level": 100 + len(READS)}  # a new value each poll: each is reported
+
+
+async def test_with_the_hub_up_the_first_reading_goes_out_live_not_as_backlog(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The devices start once the hub's first connect attempt is over: their first readings go
+    out on the live lane, not stored first and replayed (under a quarter core, the devices held
+    the connect back for 3 s)."""
+    reports: list[bytes] = []
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            await client.subscribe("citytwin/v1/first-gw/a/properties/report", qos=1)
+            ready.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                reports.append(message.payload)
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        async with InProcessGateway(CONFIG.replace("HUB", mosquitto.url), tmp_path, _reading) as gw:
+            await gw.wait_for(lambda: len(reports) >= 2, what="two reports at the hub")
+            assert gw.gw.outbox.stats.replayed == 0
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_a_silent_hub_holds_the_devices_back_for_at_most_a_second(tmp_path: Path) -> None:
+    """A hub that takes the TCP connection and never answers MQTT CONNECT: polling starts anyway,
+    after HUB_FIRST, and the readings wait in the outbox."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with InProcessGateway(CONFIG.replace("HUB", f"mqtt://127.0.0.1:{port}"), tmp_path, _reading) as gw:
+            entered = loop.time() - started
+            READS.clear()
+            await gw.wait_for(lambda: READS, what="the first poll")
+            assert accepted and not gw.gw.hub.connected
+            assert 0.9 <= entered < HUB_FIRST + 1.0, entered
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
