@@ -29,7 +29,7 @@ import aiomqtt
 import orjson
 import yaml
 
-from benchmarks.procs import ProcStats, free_port, wait_port
+from benchmarks.procs import ProcStats, port_block, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "examples" / "pump-station.yaml"
@@ -127,7 +127,7 @@ def main() -> int:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with tempfile.TemporaryDirectory(prefix="citytwin-bench-") as tmp:
         work = Path(tmp)
-        hub_port, sim_port = free_port(), free_port() + 1000
+        hub_port, sim_port = port_block(), port_block(args.devices)
         (work / "mosquitto.conf").write_text(
             f"listener {hub_port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
             "persistence false\nmax_queued_messages 1000000\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,28 @@ def byte_compile() -> None:
             compileall.compile_dir(path, quiet=1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def port_block(count: int = 1) -> int:
+    """The first of ``count`` consecutive loopback TCP ports that are free now, for peers that
+    must be told their port before they start (mosquitto, N simulated stations on PORT…).
+
+    Why not ``free_port() + 1000``: that lands in the kernel's ephemeral range, where any
+    outgoing connection of a test running beside us may take the port before our peer binds
+    it ("address already in use"). Ports below the range are never handed out that way, so
+    only another listener told the same number could collide, and the block is checked first."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(100):
+        first = rng.randrange(max(1024, low - 12000), low - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no block of {count} free ports below {low}")
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -113,7 +132,7 @@ class Mosquitto:
     """The hub broker: Nagle off, no persistence, a deep queue (drops are still checked via $SYS)."""
 
     def __init__(self, work: Path) -> None:
-        self.port = free_port()
+        self.port = port_block()
         work.mkdir(parents=True, exist_ok=True)
         self.conf = work / "mosquitto.conf"
         self.conf.write_text(

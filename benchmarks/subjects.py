@@ -173,9 +173,9 @@ class PumpStations(Citytwin):
 
     def start(self, work: Path, broker: int, slave: int, shape: Shape) -> subprocess.Popen[bytes]:
         from benchmarks.foundation import gateway_config
-        from benchmarks.procs import free_port, wait_port
+        from benchmarks.procs import port_block, wait_port
 
-        port = free_port() + 1000
+        port = port_block(shape.devices)
         self.simulator = subprocess.Popen(
             [sys.executable, "-m", "citytwin.gateway.cli", "--log-level", "warning", "sim", "pump-station",
              "--port", str(port), "--count", str(shape.devices), "--seed", "1"])
