@@ -43,6 +43,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+from citytwin.gateway.turns import Turns
+
 log = logging.getLogger("citytwin.overload")
 
 
@@ -92,6 +94,7 @@ class PollGate:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._released_at = -1e9  # loop time of the last release by the timer
+        self.turns = Turns()  # admitted polls' results take turns on the event loop
 
     @asynccontextmanager
     async def admit(self, first: bool = False) -> AsyncIterator[None]:

@@ -410,6 +410,8 @@ class DeviceRunner:
         if self.online is not True:
             self._set_online(True, None)
             full = True
+        if self._gate is not None:
+            await self._gate.turns.take()  # not in the same loop iteration as a batch of others
         reported = self._pipeline.process(readings, ts, full)
         if self.metrics is not None:
             self.metrics.reported(reported)
