@@ -80,16 +80,17 @@ class HoldingProxy:
 
 
 class HoldingUdpProxy:
-    """The same for UDP: the driver sends to ``port``; answers come back from it."""
+    """The same for UDP, for one client: it sends to ``port``, and answers come back from it."""
 
     def __init__(self, target: int, host: str = "127.0.0.1") -> None:
         self.target = (host, target)
         self.port = 0
         self.hold = False
-        self.held: list[tuple[bytes, Any]] = []
+        self.held: list[bytes] = []
         self.holding = asyncio.Event()
+        self._client: Any = None
         self._front: asyncio.DatagramTransport | None = None
-        self._backs: dict[Any, asyncio.DatagramTransport] = {}
+        self._back: asyncio.DatagramTransport | None = None
 
     async def __aenter__(self) -> HoldingUdpProxy:
         loop = asyncio.get_running_loop()
@@ -97,51 +98,37 @@ class HoldingUdpProxy:
 
         class Front(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                proxy._request(data, addr)
+                proxy._client = addr
+                if proxy._back is not None:
+                    proxy._back.sendto(data, proxy.target)
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                if proxy.hold:
+                    proxy.held.append(data)
+                    proxy.holding.set()
+                else:
+                    proxy._to_client(data)
 
         self._front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self._back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
         self.port = self._front.get_extra_info("sockname")[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for back in self._backs.values():
-            back.close()
-        if self._front is not None:
-            self._front.close()
+        for transport in (self._front, self._back):
+            if transport is not None:
+                transport.close()
 
-    def _request(self, data: bytes, client: Any) -> None:
-        back = self._backs.get(client)
-        if back is None:
-            # one upstream socket per client, so answers find their way back
-            asyncio.ensure_future(self._open_back(data, client))
-            return
-        back.sendto(data, self.target)
-
-    async def _open_back(self, data: bytes, client: Any) -> None:
-        proxy = self
-
-        class Back(asyncio.DatagramProtocol):
-            def datagram_received(self, answer: bytes, addr: Any) -> None:
-                proxy._answer(answer, client)
-
-        loop = asyncio.get_running_loop()
-        back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
-        self._backs[client] = back
-        back.sendto(data, self.target)
-
-    def _answer(self, data: bytes, client: Any) -> None:
-        if self.hold:
-            self.held.append((data, client))
-            self.holding.set()
-        elif self._front is not None:
-            self._front.sendto(data, client)
+    def _to_client(self, data: bytes) -> None:
+        if self._front is not None and self._client is not None:
+            self._front.sendto(data, self._client)
 
     def release(self) -> None:
         self.hold = False
         held, self.held = self.held, []
-        for data, client in held:
-            if self._front is not None:
-                self._front.sendto(data, client)
+        for data in held:
+            self._to_client(data)
 
 
 Proxy = HoldingProxy | HoldingUdpProxy
