@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from citytwin.drivers.base import Driver, Reading
+from citytwin.drivers.base import Driver
 from citytwin.drivers.errors import TransportError
 
+T = TypeVar("T")
 CANCEL_BOUND = 1.0  # seconds a cancelled read may take to end
 IN_FLIGHT_BOUND = 5.0  # generous: only matters when the test fails
 
@@ -139,25 +140,26 @@ async def _ends(task: asyncio.Task[Any], what: str) -> None:
     assert done, f"{what}: the cancelled read still runs {CANCEL_BOUND} s after cancel()"
 
 
-async def read_again(driver: Driver) -> list[Reading]:
-    """The runner's next poll: a read, or after a transport error a re-connect and a read."""
+async def read_again(driver: Driver, request: Callable[[], Awaitable[T]]) -> T:
+    """The runner's next request: as it is, or after a transport error re-connected first."""
     async with asyncio.timeout(IN_FLIGHT_BOUND * 2):
         try:
-            return await driver.read()
+            return await request()
         except TransportError:
             await driver.close()
             await driver.connect()
-            return await driver.read()
+            return await request()
 
 
 async def cancel_reads_in_flight(
     driver: Driver,
     proxy: Proxy,
-    check: Callable[[list[Reading]], None],
+    check: Callable[[T], None],
     rounds: int = 20,
-    read: Callable[[], Awaitable[list[Reading]]] | None = None,
+    request: Callable[[], Awaitable[T]] | None = None,
 ) -> dict[str, int]:
-    """Cancel ``rounds`` reads while their answers are held, each at another moment.
+    """Cancel ``rounds`` reads (or other ``request``s) while their answers are held, each at
+    another moment.
 
     Even rounds cancel while the answer is held and release it afterwards (the answer comes
     late); odd rounds release the answer and cancel 0, 1, 2… loop steps later, across the
@@ -166,7 +168,7 @@ async def cancel_reads_in_flight(
     read must give answers ``check`` accepts. Returns how the rounds went.
     """
     outcome = {"cancelled": 0, "finished_first": 0}
-    poll = read or driver.read
+    poll: Callable[[], Awaitable[Any]] = request or driver.read
     for n in range(rounds):
         proxy.holding.clear()
         proxy.hold = True
@@ -194,5 +196,5 @@ async def cancel_reads_in_flight(
             outcome["cancelled"] += 1
         else:
             outcome["finished_first"] += 1
-        check(await read_again(driver))
+        check(await read_again(driver, poll))
     return outcome
