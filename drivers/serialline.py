@@ -16,6 +16,7 @@ that each run their own loop never share one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
 from collections.abc import Callable
@@ -85,6 +86,7 @@ class Line:
     _write: Callable[[bytes], None] = lambda data: None
     bytes_sent: int = 0
     bytes_received: int = 0
+    _owed: tuple[Callable[[bytearray], Any], float] | None = None  # a cancelled request's answer
 
     def received(self, data: bytes) -> None:
         self.buffer += data
@@ -115,12 +117,38 @@ class Line:
         before it) and returns it decoded, returns None while more bytes are needed, or raises
         ``DecodeError`` for a broken frame after removing it.
         """
+        await self.settle()
         self.send(request)
         return await self.receive(scan, timeout)
 
+    async def settle(self) -> None:
+        """Before a request (the caller holds ``lock``): let the answer a cancelled request
+        still owes come, or its time run out.
+
+        A task cancelled while its meter answers (the gateway stopping, a device removed, a
+        command's time up) ends at once and gives up the lock, but the meter answers all the
+        same: on a bus the next request would collide with that answer, and an answer arriving
+        after the next request went out would be taken for its own (the same meter asked
+        again, say). So the line stays the cancelled request's until its answer or its
+        deadline, as if it had not been cancelled; only the task is gone.
+        """
+        owed, self._owed = self._owed, None
+        if owed is None:
+            return
+        scan, deadline = owed
+        with contextlib.suppress(DriverError):  # its answer broken, or its time up: both settle it
+            await self.receive(scan, max(0.0, deadline - asyncio.get_running_loop().time()))
+
     async def receive(self, scan: Callable[[bytearray], T | None], timeout: float) -> T:
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            return await self._receive(scan, deadline, timeout)
+        except asyncio.CancelledError:
+            self._owed = (scan, deadline)
+            raise
+
+    async def _receive(self, scan: Callable[[bytearray], T | None], deadline: float, timeout: float) -> T:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         while True:
             if self.failure is not None:
                 raise type(self.failure)(str(self.failure))

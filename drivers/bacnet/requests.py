@@ -30,11 +30,22 @@ class Requester:
         self.last_error: str | None = None
 
     async def __call__(self, request: Awaitable[T], what: str) -> T:
+        """The request's outcome within the timeout.
+
+        The request runs as a task of its own, awaited through a shield: our task cancelled
+        (the gateway stopping, a device removed, a command's time up) ends at once and leaves
+        the request to its answer or bacpypes3's own give-up. Cancelled with our task, its
+        future would be forgotten by bacpypes3 only in a done-callback a loop step later, and
+        an answer arriving in between fails in bacpypes3 ("error processing incoming PDU:
+        InvalidStateError"). Our own timeout still cancels it.
+        """
         self.requests += 1
+        work = asyncio.ensure_future(request)
         try:
             async with asyncio.timeout(self.timeout):
-                return await request
+                return await asyncio.shield(work)
         except TimeoutError:
+            work.cancel()
             error: DriverError = RequestTimeout(f"no answer from {self.peer} within {self.timeout} s {what}")
         except AbortPDU as exc:
             if str(exc) == "no-response":

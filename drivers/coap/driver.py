@@ -236,12 +236,26 @@ class CoapDriver(Driver, Invokable):
         return error
 
     async def _response(self, request: Any, what: str) -> Any:
-        """Wait for ``request``'s first answer; every failure leaves as a ``DriverError``."""
+        """Wait for ``request``'s first answer; every failure leaves as a ``DriverError``.
+
+        The wait is shielded: our task cancelled (the gateway stopping, a device removed, a
+        command's time up) ends at once and leaves aiocoap's exchange to finish on its own, its
+        retransmissions ending within the timeout (``_tuning``) and a late answer settling a
+        future nobody awaits. Cancelling aiocoap's response future instead lets it be told of
+        the cancellation only a loop step or two later (a done-callback, and for blockwise
+        requests a task's cancellation in between): an answer arriving meanwhile makes aiocoap
+        set the result of the cancelled future, and it logs "Exception raised through
+        dispatch_message: invalid state" with a traceback. Our own timeout still cancels the
+        exchange, so that the peer's next request need not queue behind it (NSTART 1); an
+        observation is cancelled explicitly by its own loop (``_observe_once``).
+        """
         timeout = self._conn.timeout
+        answer = request.response
         try:
             async with asyncio.timeout(timeout):
-                response = await request.response
+                response = await asyncio.shield(answer)
         except (TimeoutError, coap_error.TimeoutError):
+            answer.cancel()
             self._timeouts += 1
             raise self._fail(
                 RequestTimeout(f"no answer from {self._peer} within {timeout:g} s {what}")

@@ -205,6 +205,7 @@ class Dlt645Driver(LineDriver, Invokable):
             raise BindingError(f"{self._peer}: time_sync is not declared (connection time_sync: true)")
         frame = encode_frame(BROADCAST, TIME_SYNC, encode_clock(now), self._conn.wake_up)
         async with line.lock:
+            await line.settle()
             line.send(frame)
             # nobody answers a broadcast: keep the line quiet while it is on the wire
             await asyncio.sleep(len(frame) * self._spec.bits_per_byte / self._spec.baudrate + 0.05)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 import uuid
@@ -154,11 +155,15 @@ class MqttDeviceDriver(Driver, Invokable):
                 aiomqtt.ProtocolVersion.V5 if conn.protocol == "5" else aiomqtt.ProtocolVersion.V311
             ),
             keepalive=conn.keepalive,
-            timeout=conn.connect_timeout,
+            # no wait of aiomqtt's own: ours (asyncio.timeout around every call) governs. Given
+            # a timeout, aiomqtt awaits each acknowledgement in asyncio.wait_for, which on
+            # Python 3.11 loses a cancellation meeting the acknowledgement (CPython gh-86296):
+            # a command cancelled as its PUBACK came went on to wait for its reply
+            timeout=math.inf,
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         try:
-            async with asyncio.timeout(conn.connect_timeout + 1):
+            async with asyncio.timeout(conn.connect_timeout):
                 await client.__aenter__()
         except TimeoutError:
             raise self._connect_failed(f"no answer within {conn.connect_timeout} s") from None
@@ -170,7 +175,8 @@ class MqttDeviceDriver(Driver, Invokable):
                     await client.subscribe(topic, qos=conn.qos)
         except (TimeoutError, aiomqtt.MqttError) as exc:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await client.__aexit__(None, None, None)
+                async with asyncio.timeout(conn.connect_timeout):
+                    await client.__aexit__(None, None, None)
             raise self._connect_failed(f"subscribing failed: {exc or 'timeout'}") from None
         self._client = client
         self._subscribed = set(minimal_filters([*self._filters, *self._reply_filters]))

@@ -59,7 +59,19 @@ class _LostLinkNoise(logging.Filter):
         return not (record.msg.startswith("Publish iteration crashed") and isinstance(exc, ConnectionError))
 
 
+class _AbandonedAnswer(logging.Filter):
+    """asyncua warns when an answer comes for a request whose waiter gave up. In asyncua 2.1
+    that only happens after its ``wait_for`` cancelled the answer's future: our task was
+    cancelled (the gateway stopping, a device removed) or the request timed out, which already
+    reached the gateway as our RequestTimeout. Requests carry ids, so the session stays in
+    step; the late answer is dropped, as it should be, and says nothing new."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Future for request id %s is already done"
+
+
 logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_LostLinkNoise())
+logging.getLogger("asyncua.client.ua_client.UASocketProtocol").addFilter(_AbandonedAnswer())
 if logging.getLogger("asyncua").level == logging.NOTSET:
     # asyncua logs every publish response at INFO: at the gateway's INFO that floods the log
     logging.getLogger("asyncua").setLevel(logging.WARNING)
