@@ -32,6 +32,7 @@ class HoldingProxy:
         self.hold = False
         self.held: list[bytes] = []
         self.holding = asyncio.Event()  # an answer is held: the request was on the wire
+        self.client_gone = asyncio.Event()  # the driver closed its side of a connection
         self._to_client: asyncio.StreamWriter | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
@@ -60,6 +61,7 @@ class HoldingProxy:
         except ConnectionError:
             pass
         finally:
+            self.client_gone.set()
             up_writer.close()
             writer.close()
 

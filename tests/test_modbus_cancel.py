@@ -11,12 +11,12 @@ always comes after the cancellation, as it sometimes did at shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cancel_support import HoldingProxy
 from harness import InProcessGateway
 
 from citytwin.drivers.base import Quality
@@ -28,67 +28,10 @@ from citytwin.simulators.pump_station.server import PumpStationSimulator
 pytestmark = pytest.mark.timeout(30)
 
 
-class HoldingProxy:
-    """Forwards requests to the device; holds its answers until ``release()`` (while ``hold``)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self.hold = True  # False: a plain proxy
-        self.held: list[bytes] = []
-        self.holding = asyncio.Event()  # an answer is held: the request is in flight
-        self.client_gone = asyncio.Event()  # the driver closed its side of the connection
-        self._to_client: asyncio.StreamWriter | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def __aenter__(self) -> HoldingProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for writer in self._writers:
-            writer.close()  # the connections' tasks end on their own
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._to_client = writer
-        self._writers += [writer, up_writer]
-        self._tasks.add(asyncio.create_task(self._hold(up_reader, writer)))
-        try:
-            while data := await reader.read(4096):
-                up_writer.write(data)
-        except ConnectionError:
-            pass
-        finally:
-            self.client_gone.set()
-            up_writer.close()
-            writer.close()
-
-    async def _hold(self, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await up_reader.read(4096):
-                if self.hold:
-                    self.held.append(data)
-                    self.holding.set()
-                else:
-                    writer.write(data)
-
-    async def release(self) -> None:
-        assert self._to_client is not None
-        with contextlib.suppress(ConnectionError):
-            self._to_client.write(b"".join(self.held))
-            await self._to_client.drain()
-        self.held.clear()
-
-
 @pytest.fixture
 async def proxy() -> AsyncIterator[HoldingProxy]:
     async with PumpStationSimulator(port=0, seed=3, tick=0.05) as sim, HoldingProxy(sim.port) as p:
+        p.hold = True
         yield p
 
 
@@ -109,7 +52,7 @@ async def test_a_read_cancelled_in_flight_closes_the_link_and_pymodbus_stays_qui
         poll.cancel()  # what stopping the gateway does to its device tasks
         with pytest.raises(asyncio.CancelledError):
             await poll
-        await proxy.release()  # the answer comes after all
+        proxy.release()  # the answer comes after all
 
         # the link was closed with the cancellation: nothing is left to read the answer
         async def settled() -> None:
@@ -126,7 +69,6 @@ async def test_a_read_cancelled_in_flight_closes_the_link_and_pymodbus_stays_qui
         await driver.close()
     assert pymodbus_records(caplog) == []
     # and the link works again once re-opened
-    proxy.hold = False
     async with driver:
         (reading,) = await driver.read()
         assert reading.quality is Quality.GOOD and isinstance(reading.value, int)
