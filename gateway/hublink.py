@@ -96,7 +96,6 @@ class HubLink:
         self._state_pending: dict[str, bytes | Callable[[], bytes]] = {}
         self._wake = asyncio.Event()
         self._v5 = config.protocol == "5"
-        self._connected_event = asyncio.Event()
         self._tried = asyncio.Event()  # the first connect attempt ended (session ready, or failed)
         self._inflight = 0
         self._outbox_inflight = 0
@@ -144,13 +143,6 @@ class HubLink:
         size = self._queue_bytes + sum(len(d) for d in self._state_pending.values() if isinstance(d, bytes))
         age = time.monotonic() - self._queue[0].born if self._queue else 0.0
         return waiting, size, age
-
-    async def wait_connected(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def wait_first_attempt(self, timeout: float) -> bool:
         """Wait until the first connect attempt has connected or failed (or the timeout);
@@ -243,7 +235,6 @@ class HubLink:
                 failures += 1
             finally:
                 self.connected = False
-                self._connected_event.clear()
                 self._tried.set()
             await asyncio.sleep(backoff.next_delay())
 
@@ -255,7 +246,6 @@ class HubLink:
         # command's answer waits behind 2,000 state documents of 1,000 devices
         self._state_pending = dict(self._state)
         self.connected = True
-        self._connected_event.set()
         await self._publish_state(client, now_ms())
         tasks = [
             asyncio.create_task(self._receive(client), name="hub-receive"),
